@@ -1,0 +1,46 @@
+# AlexNet lab. `make help` lists the targets; ARGS passes Hydra overrides through, e.g.
+#   make train ARGS="model.lrn=false trainer.max_epochs=5"
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+ARGS ?=
+DATA ?= cifar10
+CKPT ?=
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install train eval test test-fast lint data data-stats
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package with its dev tools
+
+train: install ## train (default: AlexNet-CIFAR on CIFAR-10, experiment=cifar10_alexnet)
+	$(PYTHON) -m alexnet.train experiment=cifar10_alexnet $(ARGS)
+
+eval: install ## evaluate a checkpoint: make eval CKPT=path/to.ckpt [ARGS="aug.eval=ten_crop"]
+	@test -n "$(CKPT)" || { echo "error: give the checkpoint, e.g. make eval CKPT=logs/.../checkpoints/last.ckpt"; exit 2; }
+	$(PYTHON) -m alexnet.eval ckpt_path=$(CKPT) $(ARGS)
+
+test: install ## run the test suite (slow real-data tests included)
+	$(PYTHON) -m pytest -q $(ARGS)
+
+test-fast: install ## the test suite without the slow tests
+	$(PYTHON) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check src tests
+
+data: install ## fetch CIFAR-10 into data/ (online) and compute its statistics
+	$(PYTHON) -m alexnet.prepare task_name=prepare data=cifar10 data.download=true $(ARGS)
+
+data-stats: install ## compute mean image + RGB eigens for DATA=cifar10|imagenet, cached beside the data
+	$(PYTHON) -m alexnet.prepare task_name=prepare data=$(DATA) $(ARGS)

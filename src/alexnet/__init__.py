@@ -1,0 +1,1 @@
+"""AlexNet lab: the 2012 AlexNet paper (and VGG) reproduced with Lightning + Hydra."""

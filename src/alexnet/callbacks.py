@@ -1,0 +1,62 @@
+"""Lightning callbacks of our own."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+
+class SpeedMonitor(L.Callback):
+    """Training throughput in images per second, validation excluded.
+
+    Times each epoch from its first training batch to its last one and synchronises the device
+    only at those two points, so it adds no per-step host sync. Logs `train/img_per_s` per epoch;
+    `img_per_s` holds the mean over epochs after the first (which pays for warm-up and
+    compilation) or the first epoch's figure when there is only one.
+    """
+
+    def __init__(self) -> None:
+        self.epoch_rates: list[float] = []
+        self._images = 0
+        self._start: float | None = None
+        self._logged_epochs = 0
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._images, self._start = 0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._start is None:
+            self._sync(pl_module)
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._images += len(batch[1])
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self._close_epoch(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Validation ran already (it closed the timing); an epoch without one closes here.
+        if self._close_epoch(trainer, pl_module) or self._logged_epochs < len(self.epoch_rates):
+            pl_module.log("train/img_per_s", self.epoch_rates[-1], on_step=False, on_epoch=True)
+            self._logged_epochs = len(self.epoch_rates)
+
+    def _close_epoch(self, trainer, pl_module) -> bool:
+        if self._start is None or not self._images:
+            return False
+        self._sync(pl_module)
+        self.epoch_rates.append(self._images / max(time.perf_counter() - self._start, 1e-9))
+        self._start = None
+        return True
+
+    @property
+    def img_per_s(self) -> float | None:
+        rates = self.epoch_rates[1:] or self.epoch_rates
+        return sum(rates) / len(rates) if rates else None

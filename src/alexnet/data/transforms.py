@@ -1,0 +1,335 @@
+"""Section 4.1 of the paper, "Data Augmentation", as albumentations transforms and presets.
+
+Read top to bottom like the paper:
+
+1. every image (already 256x256, or 32x32 for CIFAR) has the training set's mean image
+   subtracted, at full size, before any crop (`SubtractMeanImage`);
+2. training takes a random 224x224 patch and its horizontal reflection (`PaperTrain`);
+3. and adds multiples of the principal components of the training set's RGB values to every
+   pixel, with coefficients alpha_i ~ N(0, 0.1) drawn once per image per presentation
+   (`PCALighting`, `lighting_offset`);
+4. at test time the network sees the centre patch (`PaperEval`) or averages its softmax over
+   ten patches: four corners, the centre, and their reflections (`TenCrop`).
+
+CIFAR-10 gets the usual pad-and-crop recipe (`CifarTrain`); `NoAug` only subtracts the mean.
+`build_transforms` turns the `aug` config group into a (train, eval) pair of presets.
+
+Values stay in raw pixel units (0..255 minus the mean image, float32): the paper trains "on the
+(centered) raw RGB values", and its N(0, 0.01) init and LRN constants assume that scale.
+
+Randomness and DataLoader workers. Every random draw comes from albumentations' own generators
+(`self.random_generator` / `self.py_random`), so `seed=...` (forwarded to `A.Compose`) makes a
+preset's sequence of draws reproducible in one process. albumentations 2.0.8 does nothing about
+worker processes: each worker inherits a copy of the same generator state, so with a plain
+`A.Compose` all workers -- and, without persistent workers, all epochs -- repeat the same crops,
+flips and lighting. The presets here fix that themselves: the first call inside a worker reseeds
+their Compose from `(seed, torch.utils.data.get_worker_info().seed)`. That worker seed differs
+per worker and per DataLoader iterator (each epoch, unless workers are persistent, in which case
+each worker's generator simply carries on) and follows torch's global RNG, so
+`lightning.seed_everything(s)` makes multi-worker augmentation reproducible. A bare `A.Compose`
+used in a DataLoader needs the same by hand (`seed_everything(workers=True)`'s worker_init_fn
+seeds numpy, `random` and torch, which albumentations does not use), e.g. in a `worker_init_fn`:
+`compose.set_random_seed(torch.utils.data.get_worker_info().seed % 2**32)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from alexnet.data.stats import DatasetStats
+
+# --------------------------------------------------------------------------------------------
+# The two transforms the paper adds to albumentations' crops and flips
+# --------------------------------------------------------------------------------------------
+
+
+class SubtractMeanImage(A.ImageOnlyTransform):
+    """`image - mean_image` as float32: the paper's centring, on the full-size image.
+
+    `mean_image` is (H, W, 3) in 0..255 units; an image of another shape raises ValueError (the
+    statistics were computed for another image size).
+    """
+
+    def __init__(self, mean_image: np.ndarray, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.mean_image = np.asarray(mean_image, dtype=np.float32)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        if img.shape != self.mean_image.shape:
+            raise ValueError(
+                f"image shape {img.shape} does not match the mean image shape "
+                f"{self.mean_image.shape}: the dataset statistics were computed for another "
+                f"image size; recompute them (alexnet.data.stats.compute_stats) for this one"
+            )
+        return np.subtract(img, self.mean_image, dtype=np.float32)
+
+
+def lighting_offset(alpha, eigval, eigvec, scale: float = 255.0):
+    """The colour the paper adds to every pixel: `scale * eigvec @ (alpha * eigval)`.
+
+    `alpha` is (3,) or a batch (N, 3); `eigval` (3,); `eigvec` (3, 3) with eigenvectors as
+    columns. Returns (3,) or (N, 3) in the type of the inputs (numpy arrays or torch tensors,
+    all of one kind), so a batched GPU implementation can reuse it and be checked against
+    `PCALighting` with the same alphas. `scale=255` converts the [0, 1]-pixel eigens to 0..255.
+    """
+    return scale * (alpha * eigval) @ eigvec.T
+
+
+class PCALighting(A.ImageOnlyTransform):
+    """The paper's PCA colour augmentation ("altering the intensities of the RGB channels").
+
+    Adds `lighting_offset(alpha, eigval, eigvec, scale)` to every pixel, with alpha (3,) drawn
+    from N(0, alpha_std) once per call, so one image gets one colour shift. The eigens are of the
+    whole training set's RGB covariance (not per image, unlike `A.FancyPCA`), for [0, 1] pixels;
+    `scale=255` matches images in 0..255 units. Output is float32, not clipped (inputs are
+    mean-subtracted). Applied with probability `p=1` as in the paper.
+
+    The draw happens in `get_params`, so the alpha a call used is in `self.params["alpha"]`
+    (and in `A.Compose(..., save_applied_params=True)` results, and replayable through
+    `A.ReplayCompose` or `apply(img, alpha=...)`).
+    """
+
+    def __init__(
+        self,
+        eigval: Sequence[float] | np.ndarray,
+        eigvec: Sequence[Sequence[float]] | np.ndarray,
+        alpha_std: float = 0.1,
+        scale: float = 255.0,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.eigval = np.asarray(eigval, dtype=np.float64)
+        self.eigvec = np.asarray(eigvec, dtype=np.float64)
+        if self.eigval.shape != (3,) or self.eigvec.shape != (3, 3):
+            raise ValueError(
+                f"PCALighting needs eigval (3,) and eigvec (3, 3), got {self.eigval.shape} "
+                f"and {self.eigvec.shape}"
+            )
+        if alpha_std < 0:
+            raise ValueError(f"alpha_std={alpha_std} must be >= 0")
+        self.alpha_std = float(alpha_std)
+        self.scale = float(scale)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"alpha": self.random_generator.normal(0.0, self.alpha_std, size=3)}
+
+    def apply(self, img: np.ndarray, alpha: np.ndarray, **params: Any) -> np.ndarray:
+        offset = lighting_offset(np.asarray(alpha), self.eigval, self.eigvec, self.scale)
+        return img.astype(np.float32, copy=False) + offset.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets: image (uint8 HxWx3 RGB) in, network input (float32 CHW tensor) out
+# --------------------------------------------------------------------------------------------
+
+
+def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) numpy -> contiguous float32 (C, H, W) tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+
+
+class Preset:
+    """Shared by the presets: mean subtraction, then `steps`, then a CHW tensor.
+
+    Checks up front that `crop` fits the (padded) image, and reseeds itself once per DataLoader
+    worker (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        stats: DatasetStats,
+        steps: Sequence[A.BasicTransform] = (),
+        *,
+        crop: int | None = None,
+        pad: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        if crop is not None and crop < 1:
+            raise ValueError(f"crop={crop} must be a positive number of pixels")
+        if pad < 0:
+            raise ValueError(f"pad={pad} must be >= 0")
+        self.stats, self.crop, self.pad, self.seed = stats, crop, pad, seed
+        self.compose = A.Compose([SubtractMeanImage(stats.mean_image), *steps], seed=seed)
+        self._worker_seed: int | None = None
+
+    def __repr__(self) -> str:
+        names = list(inspect.signature(type(self).__init__).parameters)[2:]  # after self, stats
+        args = ", ".join(f"{k}={getattr(self, k, None)!r}" for k in names)
+        return f"{type(self).__name__}({args})"
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        self._check_crop_fits(image)
+        self._reseed_in_worker()
+        return self._to_tensor(self.compose(image=image)["image"])
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        return to_chw_tensor(image)
+
+    def _check_crop_fits(self, image: np.ndarray) -> None:
+        if self.crop is None:
+            return
+        h, w = image.shape[0] + 2 * self.pad, image.shape[1] + 2 * self.pad
+        if self.crop > h or self.crop > w:
+            padded = f" after padding by {self.pad}" if self.pad else ""
+            raise ValueError(
+                f"crop={self.crop} is larger than the image ({h}x{w}{padded}); "
+                f"lower aug.crop or use bigger images"
+            )
+
+    def _reseed_in_worker(self) -> None:
+        info = get_worker_info()
+        if info is None or self._worker_seed == info.seed:
+            return
+        self._worker_seed = info.seed
+        entropy = [info.seed] if self.seed is None else [self.seed, info.seed]
+        self.compose.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+
+
+def _flip_and_lighting(stats: DatasetStats, flip: bool, lighting: float) -> list:
+    if lighting < 0:
+        raise ValueError(f"lighting={lighting} is the std of the PCA coefficients; use >= 0")
+    steps: list = [A.HorizontalFlip(p=0.5)] if flip else []
+    if lighting > 0:
+        steps.append(PCALighting(stats.eigval, stats.eigvec, alpha_std=lighting))
+    return steps
+
+
+class PaperTrain(Preset):
+    """Mean image -> random `crop` x `crop` patch -> horizontal flip with p=0.5 (if `flip`) ->
+    PCA lighting with alpha_std=`lighting` (if > 0) -> (3, crop, crop) tensor.
+
+    Patch corners are uniform over all (256 - 224 + 1)^2 = 33^2 positions (albumentations'
+    RandomCrop includes both ends; the paper counts 32^2).
+    """
+
+    def __init__(
+        self,
+        stats: DatasetStats,
+        crop: int = 224,
+        flip: bool = True,
+        lighting: float = 0.1,
+        seed: int | None = None,
+    ) -> None:
+        self.flip, self.lighting = flip, lighting
+        steps = [A.RandomCrop(crop, crop), *_flip_and_lighting(stats, flip, lighting)]
+        super().__init__(stats, steps, crop=crop, seed=seed)
+
+
+class PaperEval(Preset):
+    """Mean image -> centre `crop` x `crop` patch (top-left corner at ((H-crop)//2, (W-crop)//2))
+    -> (3, crop, crop) tensor."""
+
+    def __init__(self, stats: DatasetStats, crop: int = 224, seed: int | None = None) -> None:
+        super().__init__(stats, [A.CenterCrop(crop, crop)], crop=crop, seed=seed)
+
+
+class TenCrop(Preset):
+    """Mean image -> the paper's ten test patches -> (10, 3, crop, crop) tensor.
+
+    Fixed order: top-left, top-right, bottom-left, bottom-right, centre (as `PaperEval`), then the
+    horizontal reflections of those five in the same order. The model averages the softmax.
+    """
+
+    def __init__(self, stats: DatasetStats, crop: int = 224, seed: int | None = None) -> None:
+        super().__init__(stats, crop=crop, seed=seed)
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        c, (h, w) = self.crop, image.shape[:2]
+        corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)]
+        crops = [image[y : y + c, x : x + c] for y, x in corners]
+        crops += [crop[:, ::-1] for crop in crops]
+        batch = np.stack(crops).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+
+
+class CifarTrain(Preset):
+    """Mean image -> zero padding by `pad` on each side (zero = the mean colour after the
+    subtraction) -> random `crop` x `crop` patch -> flip with p=0.5 (if `flip`) -> PCA lighting
+    with alpha_std=`lighting` (if > 0; off by default for CIFAR) -> (3, crop, crop) tensor."""
+
+    def __init__(
+        self,
+        stats: DatasetStats,
+        pad: int = 4,
+        crop: int = 32,
+        flip: bool = True,
+        lighting: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        self.flip, self.lighting = flip, lighting
+        steps: list = []
+        if pad > 0:
+            steps.append(A.Pad(padding=pad, fill=0, border_mode=cv2.BORDER_CONSTANT))
+        steps += [A.RandomCrop(crop, crop), *_flip_and_lighting(stats, flip, lighting)]
+        super().__init__(stats, steps, crop=crop, pad=pad, seed=seed)
+
+
+class NoAug(Preset):
+    """Mean image -> (optionally) the centre `crop` x `crop` patch -> tensor; nothing random.
+
+    The eval transform for CIFAR and everything under `aug.name=none`. With `crop` set, an
+    ImageNet run without augmentation trains on centre patches of the network's input size.
+    """
+
+    def __init__(
+        self, stats: DatasetStats, crop: int | None = None, seed: int | None = None
+    ) -> None:
+        steps = [A.CenterCrop(crop, crop)] if crop is not None else []
+        super().__init__(stats, steps, crop=crop, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# From the `aug` config group to a (train, eval) pair
+# --------------------------------------------------------------------------------------------
+
+
+def _make(cls: type[Preset], stats: DatasetStats, kwargs: Mapping[str, Any]) -> Preset:
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "stats"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"aug has key(s) {unknown} that {cls.__name__} does not take; "
+            f"it takes {sorted(accepted)}"
+        )
+    return cls(stats, **kwargs)
+
+
+def build_transforms(
+    aug: Mapping[str, Any], stats: DatasetStats, seed: int | None = None
+) -> tuple[Preset, Preset]:
+    """(train_transform, eval_transform) for an `aug` mapping (a dict or Hydra DictConfig).
+
+    - `{"name": "paper", "crop": 224, "flip": True, "lighting": 0.1, "eval": "center"}`:
+      `PaperTrain` and `PaperEval` (`eval: "ten_crop"` gives `TenCrop`, same crop);
+    - `{"name": "cifar", "pad": 4, "crop": 32, "flip": True, "lighting": 0.0}`: `CifarTrain`
+      and `NoAug`;
+    - `{"name": "none"}` (optionally `crop`): `NoAug` for both.
+
+    Other keys go to the train preset's keyword arguments (an unknown one raises ValueError);
+    `seed` (argument or key, the argument wins) seeds the train preset's `A.Compose`.
+    """
+    kwargs = dict(aug)
+    name = kwargs.pop("name", None)
+    if seed is not None:
+        kwargs["seed"] = seed
+    if name == "paper":
+        eval_mode = kwargs.pop("eval", "center")
+        eval_cls = {"center": PaperEval, "ten_crop": TenCrop}.get(eval_mode)
+        if eval_cls is None:
+            raise ValueError(f"aug.eval={eval_mode!r} is unknown; choose center or ten_crop")
+        train = _make(PaperTrain, stats, kwargs)
+        return train, eval_cls(stats, crop=train.crop)
+    if name == "cifar":
+        return _make(CifarTrain, stats, kwargs), NoAug(stats)
+    if name == "none":
+        train = _make(NoAug, stats, kwargs)
+        return train, NoAug(stats, crop=train.crop)
+    raise ValueError(f"aug.name={name!r} is unknown; choose paper, cifar or none")

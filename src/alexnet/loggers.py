@@ -1,0 +1,75 @@
+"""CSV and W&B loggers for a run directory; W&B never waits on the network unless asked to."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+
+def logged_in_to_wandb() -> bool:
+    """An API key in the environment or in ~/.netrc (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """`auto` means online only when the user is logged in; WANDB_MODE, when set, wins."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested == "auto":
+        return "online" if logged_in_to_wandb() else "offline"
+    return requested
+
+
+def build_loggers(
+    spec: Mapping[str, Any] | None,
+    output_dir: Path,
+    name: str,
+    tags: list[str],
+    config: Mapping[str, Any],
+) -> list[Logger]:
+    """`spec` is conf/logger: {"csv": bool, "wandb": {"project", "group", "mode"} | None}.
+
+    CSV goes to `<output_dir>/csv/metrics.csv`; W&B to `<output_dir>/wandb/`, with the resolved
+    config as the run config.
+    """
+    spec = spec or {}
+    loggers: list[Logger] = []
+    if spec.get("csv"):
+        loggers.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
+    wb = spec.get("wandb")
+    if wb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        mode = wandb_mode(wb.get("mode", "auto"))
+        if mode != "disabled":
+            logger = WandbLogger(
+                project=wb.get("project", "alexnet-lab"),
+                name=name,
+                group=wb.get("group"),
+                tags=list(tags),
+                save_dir=str(output_dir),
+                mode=mode,
+            )
+            logger.log_hyperparams(dict(config))
+            loggers.append(logger)
+    return loggers
+
+
+def finish_wandb() -> None:
+    """End the W&B run so the next job of a multirun starts its own."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        return
+    if wandb.run is not None:
+        wandb.finish()

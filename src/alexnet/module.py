@@ -1,0 +1,119 @@
+"""The LightningModule: cross-entropy, top-1/top-5 error, SGD and its schedule (paper section 5).
+
+The network is rebuilt from `model`, a plain dict (`{"name": "alexnet", "lrn": True, ...}`), so a
+checkpoint's hyper-parameters alone bring it back: `Classifier.load_from_checkpoint(path)` needs no
+config files. The optimizer and scheduler arrive as factories (Hydra partials) and are not stored:
+they matter for training, which always goes through the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from alexnet.models import build_model
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.channels_last = channels_last
+        self.net: nn.Module = build_model(**dict(model))
+        # Kept outside the module tree so the state dict holds the weights once, under `net.`.
+        object.__setattr__(self, "forward_net", torch.compile(self.net) if compile else self.net)
+        num_classes = int(model["num_classes"])
+        for stage in ("train", "val", "test"):
+            for k in (1, 5):
+                metric = MulticlassAccuracy(num_classes, top_k=min(k, num_classes))
+                setattr(self, f"{stage}_top{k}", metric)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for (N, C, H, W) input; for (N, crops, C, H, W) input (ten-crop testing) the
+        log of the softmax averaged over the crops, as the paper averages predictions."""
+        if x.ndim == 5:
+            n, crops = x.shape[:2]
+            logits = self._net(x.flatten(0, 1))
+            probs = logits.float().softmax(dim=1).view(n, crops, -1).mean(dim=1)
+            return probs.clamp_min(1e-12).log()
+        return self._net(x)
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.forward_net(x)
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y) if x.ndim == 4 else F.nll_loss(logits, y)
+        top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
+        top1.update(logits.detach(), y)
+        top5.update(logits.detach(), y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=on_step)
+        return loss
+
+    def _log_errors(self, stage: str) -> None:
+        for k in (1, 5):
+            metric = getattr(self, f"{stage}_top{k}")
+            self.log(f"{stage}/top{k}_err", 1.0 - metric.compute(), prog_bar=stage == "val")
+            metric.reset()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_start(self) -> None:
+        if self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self) -> None:
+        self._log_errors("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_errors("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_errors("test")
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError("Classifier needs an optimizer factory to train (conf/optim)")
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            # The paper divides the rate by 10 "when the validation error rate stopped improving".
+            config["monitor"] = "val/top1_err"
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,84 @@
+"""Shared fixtures: compose the real Hydra configs, and build tiny datasets on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before anything imports albumentations or wandb: no update checks, no network, no prompts.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = str(REPO / "conf")
+REAL_DATA = Path(os.environ.get("DATA_DIR", REPO / "data"))
+
+# Keep CPU tests on the cores CI has; more threads than cores only slows them down.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The real config as Hydra composes it, with the run dir set (no HydraConfig in tests)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    def make(overrides: list[str], name: str = "train", output_dir: Path | None = None):
+        return compose_config(name, overrides, output_dir or tmp_path / "run")
+
+    return make
+
+
+def write_jpegs(folder: Path, classes: list[str], per_class: int, size, seed: int = 0) -> None:
+    """Class-coloured noisy JPEGs, `size` either an int or a list of (w, h) cycled over files."""
+    rng = np.random.default_rng(seed)
+    sizes = [(size, size)] if isinstance(size, int) else list(size)
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        colour = np.array([40 + 50 * (c % 4), 200 - 40 * (c % 3), 60 + 30 * c]) % 256
+        for i in range(per_class):
+            w, h = sizes[i % len(sizes)]
+            pixels = np.clip(colour + rng.normal(0, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i:04d}.jpg", quality=90)
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory) -> Path:
+    """A data root holding cifar10/{train,test}/<class>/*.jpg like the shared archive, tiny."""
+    root = tmp_path_factory.mktemp("cifar_root")
+    write_jpegs(root / "cifar10" / "train", CIFAR_CLASSES, per_class=24, size=32, seed=0)
+    write_jpegs(root / "cifar10" / "test", CIFAR_CLASSES, per_class=6, size=32, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def imagenet_folder(tmp_path_factory) -> Path:
+    """imagenet/{train,val}/<wnid>/*.JPEG with mixed sizes (some under 256), a grayscale and a
+    CMYK file, and a name with a space and an apostrophe, as real ImageNet folders have."""
+    root = tmp_path_factory.mktemp("imagenet_root")
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    sizes = [(300, 260), (180, 240), (256, 256), (500, 333)]
+    write_jpegs(root / "imagenet" / "train", wnids, per_class=4, size=sizes, seed=2)
+    write_jpegs(root / "imagenet" / "val", wnids, per_class=2, size=sizes, seed=3)
+    odd = root / "imagenet" / "train" / wnids[0]
+    gray = (np.random.default_rng(4).uniform(0, 255, (200, 270))).astype(np.uint8)
+    Image.fromarray(gray, mode="L").save(odd / "gray scale.JPEG")
+    Image.new("CMYK", (280, 300), (10, 200, 30, 40)).save(odd / "it's cmyk.JPEG")
+    return root

@@ -1,0 +1,123 @@
+"""End to end: the real configs through `train` and `evaluate`, on tiny data on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.eval import evaluate
+from alexnet.module import Classifier
+from alexnet.train import train
+
+FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false"]
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml"))
+
+
+def data_overrides(experiment: str, cifar: Path, imagenet: Path) -> list[str]:
+    if experiment.startswith("paper_imagenet"):
+        return [f"paths.data_dir={imagenet}", "data.batch_size=2", "data.num_classes=3"]
+    return [f"paths.data_dir={cifar}", "data.batch_size=8", "data.val_size=40"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_fast_dev_run(experiment, cfg_factory, cifar_folder,
+                                            imagenet_folder):
+    cfg = cfg_factory([f"experiment={experiment}", "debug=fdr", *FAST,
+                       *data_overrides(experiment, cifar_folder, imagenet_folder)])
+    results = train(cfg)
+    assert results["status"] == "ok"
+    assert results["steps"] == 1
+    assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
+
+
+def limit_run(cfg_factory, cifar_folder, out: Path, extra=(), wandb=False):
+    cfg = cfg_factory(
+        ["experiment=cifar10_alexnet", "debug=limit", *FAST, f"paths.data_dir={cifar_folder}",
+         "data.batch_size=16", "data.val_size=40", *([] if wandb else ["logger.wandb=null"]),
+         *extra],
+        output_dir=out,
+    )
+    return train(cfg)
+
+
+def test_short_training_on_cifar_folder_writes_run_dir(cfg_factory, cifar_folder, tmp_path):
+    out = tmp_path / "run"
+    results = limit_run(cfg_factory, cifar_folder, out)
+    assert results["epochs"] == 2 and results["steps"] == 8
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["metrics"]["test/top1_err"] == pytest.approx(results["metrics"]["test/top1_err"])
+    assert saved["config"]["model"]["name"] == "alexnet_cifar"
+    assert saved["train_img_per_s"] > 0
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert Path(saved["best_ckpt"]).is_file()
+    header = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("train/loss", "train/top1_err", "val/top1_err", "val/top5_err", "train/lr"):
+        assert key in header
+    # the statistics were computed once and cached beside the data
+    assert (cifar_folder / "cifar10" / "stats.npz").is_file()
+
+
+def test_checkpoint_rebuilds_network_and_eval_matches_training_test(cfg_factory, cifar_folder,
+                                                                     tmp_path):
+    results = limit_run(cfg_factory, cifar_folder, tmp_path / "run",
+                        extra=["trainer.limit_test_batches=1.0"])
+    # load_from_checkpoint needs nothing but the file: the hparams hold plain values
+    module = Classifier.load_from_checkpoint(results["best_ckpt"], map_location="cpu")
+    assert module.hparams.model["name"] == "alexnet_cifar"
+    eval_cfg = cfg_factory([f"ckpt_path={results['best_ckpt']}", *FAST[:2],
+                            f"paths.data_dir={cifar_folder}", "data.val_size=40"],
+                           name="eval", output_dir=tmp_path / "eval")
+    scored = evaluate(eval_cfg)
+    assert scored["metrics"]["test/top1_err"] == pytest.approx(
+        results["metrics"]["test/top1_err"], abs=1e-6)
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"] == scored["metrics"]
+
+
+def test_resume_from_last_checkpoint_continues_epochs(cfg_factory, cifar_folder, tmp_path):
+    first = limit_run(cfg_factory, cifar_folder, tmp_path / "a")
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True, map_location="cpu")["epoch"] == 1
+    resumed = limit_run(cfg_factory, cifar_folder, tmp_path / "b",
+                        extra=[f"ckpt_path={last}", "trainer.max_epochs=3"])
+    assert first["steps"] == 8
+    assert resumed["epochs"] == 3 and resumed["steps"] == 12
+
+
+def test_imagenet_folder_with_odd_images_trains(cfg_factory, imagenet_folder, tmp_path):
+    cfg = cfg_factory(["data=imagenet", "model=alexnet", "aug=paper", "aug.eval=ten_crop",
+                       "data.num_classes=3", "data.batch_size=2", "debug=limit",
+                       "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                       "logger.wandb=null", *FAST, f"paths.data_dir={imagenet_folder}"])
+    results = train(cfg)
+    assert results["steps"] == 2
+    assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
+
+
+def test_wandb_offline_run_has_metric_keys(cfg_factory, cifar_folder, tmp_path):
+    out = tmp_path / "run"
+    limit_run(cfg_factory, cifar_folder, out, wandb=True)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    data = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (b"train/loss", b"val/top1_err", b"test/top1_err", b"lrn"):
+        assert key in data
+
+
+def test_missing_data_root_is_one_clear_line(tmp_path):
+    empty = tmp_path / "nothing-here"
+    proc = subprocess.run(
+        [sys.executable, "-m", "alexnet.train", f"paths.data_dir={empty}", "data.download=false",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: CIFAR-10 not found")
+    assert str(empty / "cifar10") in lines[-1] and "DATA_DIR" in lines[-1]
+    assert "Traceback" not in proc.stderr
