@@ -93,8 +93,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg.get("logger"), output_dir, cfg.task_name, list(cfg.tags), config)
     callbacks = build_callbacks(cfg, output_dir)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
-                                                 callbacks=callbacks)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks,
+        enable_progress_bar=bool(cfg.callbacks.get("progress_bar")),
+    )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
