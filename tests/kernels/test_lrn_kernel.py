@@ -132,6 +132,25 @@ def test_groups_keep_windows_inside_each_tower(interpret, channels, groups, chan
 
 
 @needs_triton
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", [(2, 40, 3, 5), (1, 96, 3, 3)])
+def test_many_tiles_with_partial_edges(interpret, monkeypatch, shape, channels_last):
+    """Tiny tiles force a grid of many pixel and channel blocks, the last ones partial."""
+    monkeypatch.setattr(klrn, "_FWD_TILE", 64)
+    monkeypatch.setattr(klrn, "_BWD_TILE", 32)
+    fmt = CL if channels_last else torch.contiguous_format
+    block_p, block_c = klrn._blocks(shape[1], fmt, 32)
+    assert shape[2] * shape[3] > block_p  # (and C > BLOCK_C except for 40 in channels_last)
+    x = _input(shape, channels_last)
+    g = _input(shape, channels_last, scale=1.0, seed=1)
+
+    y, dx = _fused_and_grad(x, g, size=5, alpha_per_sum=1e-4, beta=0.75, k=2.0, groups=2)
+    y64, dx64 = _expected(lambda a: LocalResponseNorm(groups=2)(a), x, g)
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx.double(), dx64, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_inputs(interpret, dtype):
     """bf16/fp16 in and out, fp32 inside: within the output dtype's rounding of the formula."""
@@ -251,7 +270,8 @@ def _compile_check(device="cpu", dtype=torch.float32, backend="aot_eager"):
     y_ref = model(x)
     y_ref.square().sum().backward()
 
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    # bf16: inductor may pick other conv kernels than eager; the LRN op is the same in both.
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=5e-2, atol=5e-2)
     torch.testing.assert_close(y, y_ref, **tol)
     for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(got, want, **tol)
@@ -271,43 +291,58 @@ def test_torch_compile_inductor_with_fallback(no_interpret):
     _compile_check(backend="inductor")  # ~20 s of C++ compilation on a cold cache
 
 
+def _compile_for_gpu(kernel, fmt, dtype, arch, shape=(256, 96, 55, 55)):
+    """triton.compile the kernel as a launch at `shape` would specialise it, for sm_<arch>."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    n, c, h, w = shape
+    backward = kernel is klrn._lrn_bwd_kernel
+    block_p, block_c = klrn._blocks(c, fmt, klrn._BWD_TILE if backward else klrn._FWD_TILE)
+    stride_n, stride_c, stride_s = klrn._strides(torch.empty(0, c, h, w), fmt)
+    ints = {"C": c, "CG": c, "HW": h * w, "stride_n": stride_n, "stride_c": stride_c}
+    ints["stride_s"] = stride_s
+    const = {"SIZE": 5, "BLOCK_P": block_p, "BLOCK_C": block_c}
+    const.update({name: 1 for name, value in ints.items() if value == 1})
+    names = [p.name for p in triton.jit(kernel).params]
+    sig, attrs = {}, {}
+    for i, name in enumerate(names):
+        if name in const:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name], attrs[(i,)] = f"*{dtype}", [["tt.divisibility", 16]]
+        elif name in ints:
+            sig[name] = "i32"
+            aligned = name not in klrn._NO_ALIGN_CHANNELS_LAST or fmt != CL
+            if aligned and ints[name] % 16 == 0:  # what the JIT's specialisation would add
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "fp32"
+    constexprs = {(names.index(name),): value for name, value in const.items()}
+    src = ASTSource(triton.jit(kernel), sig, constexprs, attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4})
+
+
 @needs_triton
 @pytest.mark.parametrize("arch", [80, 90])
 def test_kernels_compile_for_nvidia_gpus(monkeypatch, tmp_path, arch):
     """Compile both kernels to cubin for sm_80/sm_90 without a GPU: the interpreter accepts code
     the real Triton compiler rejects, so this guards the GPU path on CPU-only CI."""
-    compiler = pytest.importorskip("triton.compiler")
-    backends = pytest.importorskip("triton.backends.compiler")
-    triton = pytest.importorskip("triton")
+    pytest.importorskip("triton.backends.compiler")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # really compile, not a cache hit
     for kernel in (klrn._lrn_fwd_kernel, klrn._lrn_bwd_kernel):
-        for fmt, unit_stride in ((CL, "stride_c"), (torch.contiguous_format, "stride_s")):
+        for fmt in (CL, torch.contiguous_format):
             for dtype in ("bf16", "fp32"):
-                fn = triton.jit(kernel)
-                names = [p.name for p in fn.params]
-                block_p, block_c = klrn._blocks(96, fmt, klrn._BWD_TILE)
-                const = {"SIZE": 5, "BLOCK_P": block_p, "BLOCK_C": block_c, unit_stride: 1}
-                sig = {
-                    n: "constexpr"
-                    if n in const
-                    else f"*{dtype}"
-                    if n.endswith("_ptr")
-                    else "fp32"
-                    if n in ("alpha_per_sum", "beta", "k")
-                    else "i32"
-                    for n in names
-                }
-                src = compiler.ASTSource(fn, sig, {(names.index(n),): v for n, v in const.items()})
-                target = backends.GPUTarget("cuda", arch, 32)
-                out = triton.compile(src, target=target, options={"num_warps": 4})
-                assert out.asm["cubin"]
+                assert _compile_for_gpu(kernel, fmt, dtype, arch).asm["cubin"]
 
 
 def test_bench_lrn_on_cpu(no_interpret):
     result = bench_lrn((2, 8, 3, 3), torch.float32, True, "cpu", compiled=False, warmup=1, iters=2)
     assert result["eager_ms"] > 0
     assert result["compiled_ms"] is None and result["fused_ms"] is None
+    assert result["errors"] == {}
     assert result["bytes_fwd_bwd"] == 5 * 2 * 8 * 3 * 3 * 4
 
 
@@ -315,7 +350,7 @@ def test_bench_lrn_on_cpu(no_interpret):
 def test_bench_lrn_runs_fused_under_interpreter(interpret):
     result = bench_lrn((1, 8, 2, 2), torch.float32, False, "cpu", compiled=False, warmup=0, iters=1)
     assert result["fused_ms"] > 0
-    assert result["fused_max_abs_diff"] < 1e-4
+    assert result["fused_max_abs_err"] < 1e-4
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,4 +404,6 @@ def test_gpu_torch_compile_inductor():
 def test_gpu_bench_lrn_reports_all_three():
     result = bench_lrn(warmup=2, iters=5)
     assert result["eager_ms"] > 0 and result["compiled_ms"] > 0 and result["fused_ms"] > 0
-    assert result["fused_max_abs_diff"] < 0.1
+    assert result["errors"] == {}
+    # bf16 output rounding of values up to ~4: a few 1e-2 at most; eager bf16 is no better.
+    assert result["fused_max_abs_err"] < 0.1
