@@ -372,3 +372,11 @@ def test_registry():
 def test_registry_unknown_name():
     with pytest.raises(ValueError, match=r"model.name='vgg16' is unknown.*alexnet_cifar"):
         build_model("vgg16")
+
+
+def test_init_bias_sets_the_paper_bias_one_layers_only():
+    model = AlexNetCifar(init="paper", init_bias=0.1)
+    for name in ("conv2", "conv4", "conv5", "fc6", "fc7"):
+        assert torch.all(getattr(model, name).bias == 0.1)
+    for name in ("conv1", "conv3", "fc8"):
+        assert torch.all(getattr(model, name).bias == 0.0)

@@ -83,7 +83,13 @@ class CIFAR10DataModule(ClassificationDataModule):
         if (self.folder / "cifar-10-batches-py").is_dir():
             from torchvision.datasets import CIFAR10
 
-            ds = CIFAR10(self.folder, train=split == "train", download=False)
+            try:
+                ds = CIFAR10(self.folder, train=split == "train", download=False)
+            except RuntimeError as err:  # torchvision checks every file's md5
+                raise DataError(
+                    f"{self.folder / 'cifar-10-batches-py'} is incomplete or corrupted ({err}); "
+                    "delete it and run with data.download=true"
+                ) from err
             self.class_names = list(ds.classes)
             return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
         if not self.folder.is_dir():

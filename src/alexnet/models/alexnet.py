@@ -98,11 +98,13 @@ def _scaled_width(layer: str, channels: int, conv_width: float, towers: int) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def init_weights(model: nn.Module, scheme: str, activation: str) -> None:
+def init_weights(model: nn.Module, scheme: str, activation: str, init_bias: float = 1.0) -> None:
     """Initialise the ``conv*``/``fc*`` layers of ``model`` in place.
 
-    - ``"paper"``: every weight from N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6, fc7
-      and 0 in conv1, conv3, fc8 (section 5). The rule does not depend on ``activation``.
+    - ``"paper"``: every weight from N(0, 0.01^2); biases ``init_bias`` (the paper's 1) in
+      conv2, conv4, conv5, fc6, fc7 and 0 in conv1, conv3, fc8 (section 5). The rule does not
+      depend on ``activation``. With 1, training can sit on a flat loss for a long while (Caffe's
+      AlexNet used 0.1 for that reason); ``init_bias=0.1`` is the usual remedy.
     - ``"kaiming"``: He et al. normal init with ``mode="fan_in"`` and the gain of
       ``activation`` (``"linear"`` for fc8, which feeds the softmax); biases 0. fan_in keeps
       forward activations at unit scale, and it is the fan torch computes correctly for grouped
@@ -118,7 +120,7 @@ def init_weights(model: nn.Module, scheme: str, activation: str) -> None:
             continue
         if scheme == "paper":
             nn.init.normal_(layer.weight, mean=0.0, std=0.01)
-            nn.init.constant_(layer.bias, 1.0 if name in ONE_BIAS_LAYERS else 0.0)
+            nn.init.constant_(layer.bias, init_bias if name in ONE_BIAS_LAYERS else 0.0)
         else:
             gain_of = "linear" if name == "fc8" else activation
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=gain_of)
@@ -152,6 +154,7 @@ class AlexNet(nn.Module):
     - ``activation``: ``"relu"`` or ``"tanh"`` wherever the paper has a ReLU (section 3.1).
     - ``dropout``: drop probability before fc6 and fc7 (section 4.2).
     - ``init``: ``"paper"``, ``"kaiming"`` or ``"torch"`` (see :func:`init_weights`).
+    - ``init_bias``: the bias of conv2/4/5 and fc6/7 under ``init="paper"`` (paper: 1).
     - ``conv_width``: scales conv1..conv4's kernel counts. 0.5 is the paper's one-GPU net:
       "half of the kernels in each convolutional layer", except that (footnote) the last conv
       layer and the FC layers were not halved, to keep the parameter counts comparable.
@@ -180,6 +183,7 @@ class AlexNet(nn.Module):
         dropout: float = 0.5,
         init: str = "paper",
         conv_width: float = 1.0,
+        init_bias: float = 1.0,
     ) -> None:
         super().__init__()
         _check_knobs(lrn_convention, pool, towers, activation, dropout, init, conv_width)
@@ -210,7 +214,7 @@ class AlexNet(nn.Module):
         self.drop7 = nn.Dropout(dropout)
         self.fc7 = nn.Linear(self.hidden, self.hidden)
         self.fc8 = nn.Linear(self.hidden, num_classes)
-        init_weights(self, init, activation)
+        init_weights(self, init, activation, init_bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1..pool5: the ``(N, 256, final_map, final_map)`` map the classifier reads."""
@@ -286,6 +290,7 @@ class AlexNetCifar(AlexNet):
         dropout: float = 0.5,
         init: str = "paper",
         conv_width: float = 1.0,
+        init_bias: float = 1.0,
     ) -> None:
         # Own signature only to change num_classes' default (and keep hparams explicit).
         super().__init__(
@@ -298,6 +303,7 @@ class AlexNetCifar(AlexNet):
             dropout=dropout,
             init=init,
             conv_width=conv_width,
+            init_bias=init_bias,
         )
 
 

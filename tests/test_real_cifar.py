@@ -1,0 +1,32 @@
+"""AlexNet-CIFAR on the real CIFAR-10 for a bounded number of CPU steps: it must learn."""
+
+from __future__ import annotations
+
+import pytest
+
+from alexnet.train import train
+from conftest import REAL_DATA
+
+STEPS = 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_DATA / "cifar10" / "train").is_dir()
+                    and not (REAL_DATA / "cifar10" / "cifar-10-batches-py").is_dir(),
+                    reason=f"no CIFAR-10 under {REAL_DATA} (extract the shared archive into data/)")
+def test_alexnet_cifar_learns_on_real_cifar10(cfg_factory):
+    cfg = cfg_factory([
+        "experiment=cifar10_alexnet", f"paths.data_dir={REAL_DATA}", "data.download=false",
+        "data.batch_size=64", "data.num_workers=1", "trainer.accelerator=cpu",
+        "trainer.max_epochs=1", f"+trainer.limit_train_batches={STEPS}",
+        "+trainer.limit_val_batches=10", "+trainer.limit_test_batches=40",
+        "logger.wandb=null", "callbacks.progress_bar=false",
+    ])
+    results = train(cfg)
+    print("real CIFAR-10 after", STEPS, "steps:", {k: round(v, 4) for k, v in
+                                                    results["metrics"].items()})
+    assert results["steps"] == STEPS
+    # Chance is 0.90 top-1 / 0.50 top-5 on 10 balanced classes; the test set is 2,560 images.
+    # The thresholds leave a wide margin under chance; the README gives the measured errors.
+    assert results["metrics"]["test/top1_err"] < 0.82
+    assert results["metrics"]["test/top5_err"] < 0.40
