@@ -44,3 +44,24 @@ data: install ## fetch CIFAR-10 into data/ (online) and compute its statistics
 
 data-stats: install ## compute mean image + RGB eigens for DATA=cifar10|imagenet, cached beside the data
 	$(PYTHON) -m alexnet.prepare task_name=prepare data=$(DATA) $(ARGS)
+
+# -- the paper's ablations (alexnet.report; conf/experiment/{lrn_pool,towers,cifar_lrn,relu_vs_tanh})
+# The sweep dir depends only on GRID and ARGS, so re-running the same command finishes an
+# interrupted grid (finished jobs are skipped); SWEEP=dir picks it yourself.
+GRID ?= lrn_pool
+SWEEP ?=
+.PHONY: ablate report
+
+ablate: install ## a grid of runs, then its report: make ablate [GRID=lrn_pool|towers|cifar_lrn|relu_vs_tanh] [SWEEP=dir] [ARGS=...]
+	@sweep="$(SWEEP)"; \
+	if [ -z "$$sweep" ]; then \
+	  sweep="$${LOG_DIR:-logs}/ablate/$(GRID)$(if $(strip $(ARGS)),-$$(printf '%s\n' $(ARGS) | cksum | cut -d' ' -f1))"; \
+	fi; \
+	echo "sweep dir: $$sweep (run the same command again to finish an interrupted grid)"; \
+	$(PYTHON) -m alexnet.train -m experiment=$(GRID) "hydra.sweep.dir=$$sweep" $(ARGS); sweep_rc=$$?; \
+	$(PYTHON) -m alexnet.report "$$sweep" || exit $$?; \
+	exit $$sweep_rc
+
+report: install ## (re)write a sweep's report.md/csv/png: make report SWEEP=logs/ablate/lrn_pool
+	@test -n "$(SWEEP)" || { echo "error: give the sweep dir, e.g. make report SWEEP=logs/ablate/lrn_pool"; exit 2; }
+	$(PYTHON) -m alexnet.report $(SWEEP)

@@ -37,7 +37,7 @@ def build_loggers(
     tags: list[str],
     config: Mapping[str, Any],
 ) -> list[Logger]:
-    """`spec` is conf/logger: {"csv": bool, "wandb": {"project", "group", "mode"} | None}.
+    """`spec` is conf/logger: {"csv": bool, "wandb": {"project", "group", "name", "mode"} | None}.
 
     CSV goes to `<output_dir>/csv/metrics.csv`; W&B to `<output_dir>/wandb/`, with the resolved
     config as the run config.
@@ -54,7 +54,7 @@ def build_loggers(
         if mode != "disabled":
             logger = WandbLogger(
                 project=wb.get("project", "alexnet-lab"),
-                name=name,
+                name=wb.get("name") or name,
                 group=wb.get("group"),
                 tags=list(tags),
                 save_dir=str(output_dir),

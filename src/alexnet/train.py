@@ -21,10 +21,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.callbacks import SpeedMonitor
+from alexnet.callbacks import ImagesSeen, SpeedMonitor
 from alexnet.data import DataError
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
+from alexnet.multirun import run_sweep_job, sweep_dir_of_job
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -41,7 +42,7 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
 
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     spec = cfg.callbacks
-    callbacks: list[L.Callback] = [SpeedMonitor()]
+    callbacks: list[L.Callback] = [SpeedMonitor(), ImagesSeen()]
     if spec.get("checkpoint"):
         best = dict(spec.checkpoint)
         save_last = best.pop("save_last", True)
@@ -59,6 +60,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     if spec.get("progress_bar"):
         # Refreshing the bar every step costs measurable throughput on fast GPUs.
         callbacks.append(TQDMProgressBar(refresh_rate=spec.get("progress_refresh", 20)))
+    # Recipes add callbacks by name, e.g. relu_vs_tanh stops once training error reaches 25%.
+    callbacks.extend(hydra.utils.instantiate(c) for c in (spec.get("extra") or {}).values() if c)
     return callbacks
 
 
@@ -148,6 +151,10 @@ def report_user_error(err: Exception) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
+    sweep_dir = sweep_dir_of_job()
+    if sweep_dir is not None:  # one job of a grid: skip it when done, record a failure, go on
+        run_sweep_job(cfg, train, sweep_dir)
+        return
     try:
         train(cfg)
     except USER_ERRORS as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from alexnet.models.alexnet import AlexNet, AlexNetCifar, AlexNetTV, num_parameters
+from alexnet.models.four_layer import FourLayerCNN
 from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.vgg import VGG, VGGCifar
 
@@ -17,6 +18,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "alexnet": AlexNet,
     "alexnet_cifar": AlexNetCifar,
     "alexnet_tv": AlexNetTV,
+    "four_layer": FourLayerCNN,
     "vgg": VGG,
     "vgg_cifar": VGGCifar,
 }
@@ -34,6 +36,7 @@ __all__ = [
     "AlexNet",
     "AlexNetCifar",
     "AlexNetTV",
+    "FourLayerCNN",
     "LocalResponseNorm",
     "VGG",
     "VGGCifar",

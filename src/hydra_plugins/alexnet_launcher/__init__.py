@@ -1,0 +1,1 @@
+"""Hydra launcher plugin of AlexNet lab: one process per multirun job (see subprocess_launcher)."""

@@ -1,0 +1,222 @@
+"""A Hydra launcher that runs every job of a multirun in its own process, one after the other.
+
+Hydra's basic launcher runs all jobs in the sweep's own process: a job that segfaults, is
+killed by the out-of-memory killer or leaves the GPU in a bad state takes the whole grid with it,
+and memory, compile caches and W&B state leak from one job into the next. Here each job is a
+fresh ``python -m <entry module> <its overrides> hydra.run.dir=<its job dir>``, so:
+
+- a job that raises or dies only fails its own cell (``results.json`` says how, in one line);
+- jobs whose ``results.json`` says ``"status": "ok"`` are not started again, so re-running the
+  same command into the same ``hydra.sweep.dir`` finishes an interrupted grid;
+- Ctrl-C stops the job and the sweep.
+
+Each job is a single process: never DDP inside a multirun (Lightning re-launches the script for
+its extra ranks, which under ``-m`` would re-run the sweep). Selected in ``conf/train.yaml`` with
+``override hydra/launcher: subprocess``; ``hydra/launcher=basic`` brings Hydra's back.
+"""
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from alexnet.multirun import (
+    SWEEP_DIR_ENV,
+    failure,
+    is_done,
+    read_results,
+    set_aside_previous_attempt,
+    write_results_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+# Hydra overrides of the sweep that must not reach a job: the job is a single run in its own dir.
+NOT_FOR_JOBS = ("hydra.mode=", "hydra.run.dir=")
+STDERR_TAIL = 8192  # bytes of a job's stderr kept to explain a death without results.json
+MAX_SUBDIR = 120  # characters; longer job dir names get shortened (file names stop at 255)
+
+
+@dataclass
+class SubprocessLauncherConf:
+    _target_: str = "hydra_plugins.alexnet_launcher.subprocess_launcher.SubprocessLauncher"
+    # The module each job runs as `python -m <module>`; null: the module the sweep was started as.
+    # (No `from __future__ import annotations` in this file: Hydra's plugin scanner runs it
+    # before it is in sys.modules, where dataclasses would look string annotations up.)
+    module: Optional[str] = None  # noqa: UP045 (OmegaConf reads Optional, not `str | None`)
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="subprocess", node=SubprocessLauncherConf, provider="alexnet"
+)
+
+
+def entry_module() -> str:
+    """The module this process was started as with ``python -m`` (``alexnet.train``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None or not spec.name:
+        raise RuntimeError(
+            "the subprocess launcher needs the sweep started as `python -m <module> -m ...`; "
+            "set hydra.launcher.module=<module> or use hydra/launcher=basic"
+        )
+    return spec.name.removesuffix(".__main__")
+
+
+def quote_override_value(value: str) -> str:
+    """``value`` quoted for a Hydra command-line override (job dirs contain ``=`` and ``,``)."""
+    quote = "'" if "'" not in value else '"'
+    return quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def varying_keys(job_overrides: Sequence[Sequence[str]]) -> set[str]:
+    """The override keys whose values differ between the jobs: the grid's factors and seed."""
+    values: dict[str, set[str]] = {}
+    for overrides in job_overrides:
+        for override in overrides:
+            values.setdefault(_key(override), set()).add(override)
+    return {key for key, seen in values.items() if len(seen) > 1}
+
+
+def shorten_subdir(subdir: str, overrides: Sequence[str], varying: set[str]) -> str:
+    """``subdir`` itself when short enough; else the job's values of the keys that vary across the
+    grid plus a hash of the full name, which keeps different settings in different dirs."""
+    if len(subdir) <= MAX_SUBDIR:
+        return subdir
+    named = ",".join(sorted(o.lstrip("+~") for o in overrides if _key(o) in varying))
+    digest = hashlib.sha1(subdir.encode()).hexdigest()[:8]
+    return f"{named[:MAX_SUBDIR]}-{digest}" if named else digest
+
+
+def describe_exit(returncode: int, stderr_tail: str) -> str:
+    """One line saying why a job process ended without writing its results."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (often the out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    lines = [line.strip() for line in stderr_tail.splitlines() if line.strip()]
+    last = lines[-1] if lines else "no error output"
+    return f"exited with code {returncode}: {last}"
+
+
+def run_streaming(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``cmd`` with its output passed straight through; returns (exit code, end of stderr).
+
+    stderr is copied chunk by chunk rather than line by line, so progress bars (which redraw
+    with carriage returns) still show live.
+    """
+    tail: deque[bytes] = deque()
+    size = 0
+    with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE) as proc:
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read1(65536):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+            tail.append(chunk)
+            size += len(chunk)
+            while size - len(tail[0]) > STDERR_TAIL:
+                size -= len(tail.popleft())
+        returncode = proc.wait()
+    return returncode, b"".join(tail)[-STDERR_TAIL:].decode(errors="replace")
+
+
+class SubprocessLauncher(Launcher):
+    def __init__(self, module: str | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        module = self.module or entry_module()
+        log.info("Launching %d jobs, one process each (python -m %s)", len(job_overrides), module)
+        returns = []
+        varying = varying_keys(job_overrides)
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            job_dir = self._job_dir(list(overrides), idx, varying)
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            returns.append(self._run(module, list(overrides), job_dir, sweep_dir))
+        return returns
+
+    def _job_dir(self, overrides: list[str], idx: int, varying: set[str]) -> Path:
+        """Where Hydra's basic launcher would put the job, ``hydra.sweep.dir/hydra.sweep.subdir``
+        (this job's ``hydra.job.override_dirname`` by default), shortened when too long."""
+        assert self.config is not None and self.hydra_context is not None
+        job_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(job_config):
+            job_config.hydra.job.id = idx
+            job_config.hydra.job.num = idx
+        saved = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(job_config)
+        try:
+            subdir = str(job_config.hydra.sweep.subdir)
+            return Path(str(job_config.hydra.sweep.dir), shorten_subdir(subdir, overrides, varying))
+        finally:
+            HydraConfig.instance().cfg = saved
+
+    def _run(self, module: str, overrides: list[str], job_dir: Path, sweep_dir: Path) -> JobReturn:
+        job_dir = job_dir.resolve()
+        ret = JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED)
+        if is_done(job_dir):
+            log.info("\t   done already (%s): skipped", job_dir / "results.json")
+            ret.return_value = read_results(job_dir)
+            return ret
+        set_aside_previous_attempt(job_dir)
+        hydra_overrides = [
+            o for o in self.config.hydra.overrides.hydra if not o.startswith(NOT_FOR_JOBS)
+        ]
+        cmd = [
+            sys.executable, "-m", module, *overrides, *hydra_overrides,
+            f"hydra.run.dir={quote_override_value(str(job_dir))}",
+        ]
+        env = {**os.environ, SWEEP_DIR_ENV: str(sweep_dir)}
+        start = time.perf_counter()
+        returncode, stderr_tail = run_streaming(cmd, env)
+        if returncode == -signal.SIGINT or returncode == 130:
+            raise KeyboardInterrupt
+        results = read_results(job_dir)
+        if results is None:  # the job died before it could say how it ended
+            results = failure(
+                "failed", describe_exit(returncode, stderr_tail),
+                task_name=self.config.get("task_name"), overrides=overrides,
+                wall_time_s=time.perf_counter() - start,
+            )
+            write_results_atomic(job_dir, results)
+        if results.get("status") != "ok":
+            log.warning("\t   job failed: %s", results.get("error"))
+        ret.return_value = results
+        return ret
