@@ -12,7 +12,7 @@ import matplotlib.image as mpimg
 import pytest
 import yaml
 
-from alexnet.dashboard import sweep_dir_of, wandb_identity
+from alexnet.dashboard import REPORT_PATTERNS, log_csv_tables, sweep_dir_of, wandb_identity
 from alexnet.figures.__main__ import run_dir_of
 from alexnet.figures.render import FILES, PER_CLASS_CSV, RenderOptions
 from alexnet.train import train
@@ -195,3 +195,40 @@ def test_figures_blocks_of_train_and_figures_configs_agree():
             assert getattr(defaults, key) == value, key
     assert set(blocks[0]) - {"enabled", "kernels_every_n_epochs"} == set(
         RenderOptions.__dataclass_fields__)
+
+
+def test_a_failing_figure_never_costs_the_finished_run(cfg_factory, tmp_path, monkeypatch,
+                                                        caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("matplotlib fell over")
+
+    monkeypatch.setattr("alexnet.dashboard.render_figures", broken)
+    out = tmp_path / "run"
+    cfg = cfg_factory([*TINY, "logger.wandb=null", "trainer.max_epochs=1", "test=false"],
+                      output_dir=out)
+    with caplog.at_level("ERROR", logger="alexnet.dashboard"):
+        results = train(cfg)
+    assert results["status"] == "ok" and (out / "results.json").is_file()
+    assert "python -m alexnet.figures ckpt_path=" in caplog.text
+    assert "matplotlib fell over" in caplog.text
+
+
+class FakeRun:
+    def __init__(self):
+        self.logged: list[dict] = []
+
+    def log(self, payload: dict) -> None:
+        self.logged.append(payload)
+
+
+def test_report_csvs_in_a_sweep_dir_become_tables(tmp_path):
+    (tmp_path / "report.csv").write_text("lrn,test/top1_err\ntrue,0.21\nfalse,0.23\n")
+    (tmp_path / "ablation_pool.csv").write_text("pool,test/top1_err\noverlap,0.2\n")
+    (tmp_path / "other.csv").write_text("x\n1\n")
+    run = FakeRun()
+    found = log_csv_tables(run, tmp_path, REPORT_PATTERNS)
+    assert [p.name for p in found] == ["ablation_pool.csv", "report.csv"]
+    tables = {k: v for payload in run.logged for k, v in payload.items()}
+    assert set(tables) == {"tables/report", "tables/ablation_pool"}
+    assert tables["tables/report"].columns == ["lrn", "test/top1_err"]
+    assert tables["tables/report"].data == [["true", 0.21], ["false", 0.23]]

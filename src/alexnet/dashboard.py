@@ -161,8 +161,6 @@ def log_figures(run, figures: FigureSet, step: int | None = None) -> None:
     }
     for name, rows in figures.tables.items():
         payload[f"tables/{name}"] = rows_table(rows)
-    if figures.test_top1_err is not None:
-        payload["figures/test_top1_err"] = figures.test_top1_err
     if step is not None:
         payload[STEP_METRIC] = step
     run.log(payload)
@@ -173,7 +171,7 @@ def log_csv_tables(run, folder: Path, patterns: Sequence[str]) -> list[Path]:
     found = sorted({p for pattern in patterns for p in Path(folder).glob(pattern)})
     for path in found:
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            rows = [{k: _number_or_text(v) for k, v in row.items()} for row in csv.DictReader(f)]
         if rows:
             run.log({f"tables/{path.stem}": rows_table(rows)})
     return found
@@ -185,3 +183,11 @@ def rows_table(rows: Sequence[Mapping[str, Any]]):
 
     columns = list(rows[0]) if rows else []
     return wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+
+
+def _number_or_text(cell: str | None):
+    """CSV cells are text; numbers become floats so W&B sorts and plots them as numbers."""
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return cell

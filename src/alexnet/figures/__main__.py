@@ -59,6 +59,7 @@ def render_checkpoint(cfg: DictConfig) -> FigureSet:
                              figures, OmegaConf.to_container(cfg, resolve=True))
     for name, path in figures.paths.items():
         print(f"{name}: {path}")
+    print(f"top-1 error over the scored test images: {figures.test_top1_err:.4f}")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.seconds.items()))
     return figures
 

@@ -134,25 +134,10 @@ def render_figures(
             out.paths["kernels"] = draw_kernels(net, towers_of(module), out.out_dir)
         test_set = split_dataset(datamodule, "test")
         scored = _sample(len(test_set), opts.test_images, opts.seed)
-        order = np.random.default_rng(opts.seed).permutation(len(scored))
-        with _timed(out, "test_pass"):
-            confmat, probs = score(module, Subset(test_set, scored.tolist()),
-                                   datamodule.num_classes, order[: opts.examples],
-                                   _batch_size(datamodule), _workers(datamodule), device)
-        out.test_top1_err = float(1 - confmat.diag().sum() / confmat.sum().clamp_min(1))
+        order = scored[np.random.default_rng(opts.seed).permutation(len(scored))]
         names = list(datamodule.class_names) or [str(c) for c in range(datamodule.num_classes)]
-        with _timed(out, "confusion"):
-            out.paths["confusion"] = confusion_figure(confmat, names,
-                                                      out.out_dir / FILES["confusion"])
-            out.tables["per_class_error"] = per_class_error(confmat, names)
-            out.paths["per_class_error"] = write_rows(out.tables["per_class_error"],
-                                                      out.out_dir / PER_CLASS_CSV)
-        with _timed(out, "top5"):
-            shown = scored[order[: opts.examples]]
-            out.paths["top5"] = top5_figure(
-                display_images(test_set, shown), dataset_labels(test_set)[shown], probs, names,
-                out.out_dir / FILES["top5"])
-        out.query_indices = scored[order[: opts.queries]]
+        draw_test_figures(module, datamodule, scored, order[: opts.examples], device, out, names)
+        out.query_indices = order[: opts.queries]
         out.paths["neighbours"], out.neighbour_indices = draw_neighbours(
             module.net, datamodule, out.query_indices, opts, device, out, names)
         if metrics_csv is not None and Path(metrics_csv).is_file():
@@ -199,6 +184,28 @@ def draw_kernels(net: nn.Module, towers: int, out_dir: Path, path: Path | None =
         title += f", tower 1 above tower {towers}" if towers > 1 else ""
     return save_kernel_figure(weight, path or out_dir / FILES["kernels"], towers=towers,
                               title=title)
+
+
+def draw_test_figures(module: nn.Module, datamodule, scored: np.ndarray, shown: np.ndarray,
+                      device: torch.device, out: FigureSet, names: list[str]) -> None:
+    """One pass over the ``scored`` test images, then the confusion matrix, the per-class
+    errors and Figure 4 left for the test images ``shown`` (a subset of ``scored``)."""
+    test_set = split_dataset(datamodule, "test")
+    position = {int(i): p for p, i in enumerate(scored)}
+    with _timed(out, "test_pass"):
+        confmat, probs = score(module, Subset(test_set, scored.tolist()), datamodule.num_classes,
+                               np.array([position[int(i)] for i in shown], dtype=np.int64),
+                               _batch_size(datamodule), _workers(datamodule), device)
+    out.test_top1_err = float(1 - confmat.diag().sum() / confmat.sum().clamp_min(1))
+    with _timed(out, "confusion"):
+        out.paths["confusion"] = confusion_figure(confmat, names, out.out_dir / FILES["confusion"])
+        out.tables["per_class_error"] = per_class_error(confmat, names)
+        out.paths["per_class_error"] = write_rows(out.tables["per_class_error"],
+                                                  out.out_dir / PER_CLASS_CSV)
+    with _timed(out, "top5"):
+        out.paths["top5"] = top5_figure(display_images(test_set, shown),
+                                        dataset_labels(test_set)[shown], probs, names,
+                                        out.out_dir / FILES["top5"])
 
 
 @torch.inference_mode()
