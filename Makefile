@@ -30,6 +30,11 @@ eval: install ## evaluate a checkpoint: make eval CKPT=path/to.ckpt [ARGS="aug.e
 	@test -n "$(CKPT)" || { echo "error: give the checkpoint, e.g. make eval CKPT=logs/.../checkpoints/last.ckpt"; exit 2; }
 	$(PYTHON) -m alexnet.eval ckpt_path=$(CKPT) $(ARGS)
 
+.PHONY: figures
+figures: install ## the paper's figures for a checkpoint, into its run dir's figures/: make figures CKPT=path/to.ckpt
+	@test -n "$(CKPT)" || { echo "error: give the checkpoint, e.g. make figures CKPT=logs/.../checkpoints/last.ckpt"; exit 2; }
+	$(PYTHON) -m alexnet.figures ckpt_path=$(CKPT) $(ARGS)
+
 test: install ## run the test suite (slow real-data tests included)
 	$(PYTHON) -m pytest -q $(ARGS)
 

@@ -10,6 +10,10 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+# Lower is better for these; W&B's summary shows their best value, not the last one.
+MIN_SUMMARY_METRICS = ("val/top1_err", "val/top5_err")
+STEP_METRIC = "trainer/global_step"  # WandbLogger's x-axis
+
 
 def logged_in_to_wandb() -> bool:
     """An API key in the environment or in ~/.netrc (what `wandb login` writes)."""
@@ -36,11 +40,13 @@ def build_loggers(
     name: str,
     tags: list[str],
     config: Mapping[str, Any],
+    group: str | None = None,
 ) -> list[Logger]:
     """`spec` is conf/logger: {"csv": bool, "wandb": {"project", "group", "name", "mode"} | None}.
 
     CSV goes to `<output_dir>/csv/metrics.csv`; W&B to `<output_dir>/wandb/`, with the resolved
-    config as the run config.
+    config as the run config and the validation errors summarised as their minimum. `group` is
+    the W&B group unless the spec names one.
     """
     spec = spec or {}
     loggers: list[Logger] = []
@@ -55,14 +61,22 @@ def build_loggers(
             logger = WandbLogger(
                 project=wb.get("project", "alexnet-lab"),
                 name=wb.get("name") or name,
-                group=wb.get("group"),
+                group=wb.get("group") or group,
                 tags=list(tags),
                 save_dir=str(output_dir),
                 mode=mode,
             )
             logger.log_hyperparams(dict(config))
+            define_summaries(logger.experiment)
             loggers.append(logger)
     return loggers
+
+
+def define_summaries(run) -> None:
+    """Summarise the validation errors as their minimum (the best epoch), on Lightning's x-axis
+    (a metric defined by name no longer follows WandbLogger's `*` definition, so it says so)."""
+    for name in MIN_SUMMARY_METRICS:
+        run.define_metric(name, step_metric=STEP_METRIC, step_sync=True, summary="min")
 
 
 def finish_wandb() -> None:

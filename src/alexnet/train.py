@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks import ImagesSeen, SpeedMonitor
+from alexnet.dashboard import figure_callbacks, figures_at_train_end, wandb_identity
 from alexnet.data import DataError
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
@@ -94,8 +95,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_data(cfg)
     module = build_module(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    loggers = build_loggers(cfg.get("logger"), output_dir, cfg.task_name, list(cfg.tags), config)
-    callbacks = build_callbacks(cfg, output_dir)
+    name, group, tags = wandb_identity(cfg.task_name, cfg.tags, output_dir)
+    loggers = build_loggers(cfg.get("logger"), output_dir, name, tags, config, group=group)
+    callbacks = build_callbacks(cfg, output_dir) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks,
         enable_progress_bar=bool(cfg.callbacks.get("progress_bar")),
@@ -122,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "config": config,
         }
         write_results(output_dir, results)
+        figures_at_train_end(cfg.get("figures"), module, datamodule, output_dir, trainer)
         return results
     finally:
         finish_wandb()
