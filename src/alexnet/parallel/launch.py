@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -82,10 +85,28 @@ def prepare_parallel(trainer: L.Trainer, datamodule) -> None:
     check_not_multirun(trainer)
     split_global_batch(datamodule, trainer)
     if world_size(trainer) > 1:
+        trainer.callbacks.append(RankSeed())
         # Lightning suggests sync_dist for every epoch-level log; ours need none: the errors
         # come from torchmetrics (synced across ranks), the losses are logged with sync_dist,
         # and the rest (lr, img/s) are the same on every rank.
         warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\(")
+
+
+class RankSeed(L.Callback):
+    """Give every rank its own random streams once the ranks are known.
+
+    Lightning seeds all ranks alike, so under DDP rank 1's dropout masks (and, with
+    num_workers=0, its crops and flips) would repeat rank 0's on other images, and the two
+    towers would drop the same unit positions. Rank 0 keeps the run's seed.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.global_rank == 0:
+            return
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) + trainer.global_rank
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
 
 def mark_rank_from_env(environ=os.environ) -> None:
