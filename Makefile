@@ -44,3 +44,7 @@ data: install ## fetch CIFAR-10 into data/ (online) and compute its statistics
 
 data-stats: install ## compute mean image + RGB eigens for DATA=cifar10|imagenet, cached beside the data
 	$(PYTHON) -m alexnet.prepare task_name=prepare data=$(DATA) $(ARGS)
+
+.PHONY: bench-towers
+bench-towers: install ## the towers' traffic per step and a towers vs grouped step on CPU (ARGS="--model alexnet")
+	$(PYTHON) -m alexnet.parallel.bench $(ARGS)

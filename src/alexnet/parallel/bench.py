@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  grouped net, 1 process x 1 thread   {_ms(one)}")
     print(f"  grouped net, 1 process x 2 threads  {_ms(two)}")
     print(f"  towers,      2 processes x 1 thread {_ms(towers['step'])}")
-    print(f"    of which the collectives alone    {_ms(towers['comm'])}")
+    print(f"    the collectives alone, same shapes {_ms(towers['comm'])}")
 
 
 if __name__ == "__main__":
