@@ -70,3 +70,7 @@ ablate: install ## a grid of runs, then its report: make ablate [GRID=lrn_pool|t
 report: install ## (re)write a sweep's report.md/csv/png: make report SWEEP=logs/ablate/lrn_pool
 	@test -n "$(SWEEP)" || { echo "error: give the sweep dir, e.g. make report SWEEP=logs/ablate/lrn_pool"; exit 2; }
 	$(PYTHON) -m alexnet.report $(SWEEP)
+
+.PHONY: bench-towers
+bench-towers: install ## the towers' traffic per step and a towers vs grouped step on CPU (ARGS="--model alexnet")
+	$(PYTHON) -m alexnet.parallel.bench $(ARGS)

@@ -22,6 +22,12 @@ class SpeedMonitor(L.Callback):
         self._images = 0
         self._start: float | None = None
         self._logged_epochs = 0
+        self._replicas = 1
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Under DDP each rank sees 1/replicas of every batch; count the whole global batch.
+        sampler = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        self._replicas = int(sampler.get("num_replicas", 1))
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
@@ -36,7 +42,7 @@ class SpeedMonitor(L.Callback):
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images += len(batch[1])
+        self._images += len(batch[1]) * self._replicas
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.state.fn == "fit":

@@ -73,7 +73,9 @@ class Classifier(L.LightningModule):
         top1.update(logits.detach(), y)
         top5.update(logits.detach(), y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=on_step)
+        # sync_dist: under DDP the epoch's val/test loss is the mean over every rank's images.
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=on_step,
+                 sync_dist=not on_step)
         return loss
 
     def _log_errors(self, stage: str) -> None:

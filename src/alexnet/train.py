@@ -27,6 +27,7 @@ from alexnet.data import DataError
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
 from alexnet.multirun import run_sweep_job, sweep_dir_of_job
+from alexnet.parallel.launch import mark_rank_from_env, module_class, prepare_parallel
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -69,7 +70,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
 def build_module(cfg: DictConfig) -> Classifier:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     sched = cfg.get("sched")
-    return Classifier(
+    return module_class(cfg.trainer)(
         model=model,
         optimizer=hydra.utils.instantiate(cfg.optim),
         scheduler=hydra.utils.instantiate(sched) if sched and "_target_" in sched else None,
@@ -90,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
+    mark_rank_from_env()  # before the loggers: one W&B run per training, not per rank
     ckpt_path = check_ckpt_path(cfg.get("ckpt_path"))
 
     datamodule = build_data(cfg)
@@ -103,6 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         enable_progress_bar=bool(cfg.callbacks.get("progress_bar")),
     )
     try:
+        prepare_parallel(trainer, datamodule)  # data.batch_size is the global batch
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         checkpoint = trainer.checkpoint_callback
@@ -123,8 +126,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "best_ckpt": best,
             "config": config,
         }
-        write_results(output_dir, results)
-        figures_at_train_end(cfg.get("figures"), module, datamodule, output_dir, trainer)
+        if trainer.is_global_zero:  # every rank gets here; one results.json per training
+            write_results(output_dir, results)
+            figures_at_train_end(cfg.get("figures"), module, datamodule, output_dir, trainer)
         return results
     finally:
         finish_wandb()
