@@ -9,7 +9,7 @@ CKPT ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-fast lint data data-stats
+.PHONY: help install train eval test test-fast lint data data-stats bench imagenet-store
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,3 +44,10 @@ data: install ## fetch CIFAR-10 into data/ (online) and compute its statistics
 
 data-stats: install ## compute mean image + RGB eigens for DATA=cifar10|imagenet, cached beside the data
 	$(PYTHON) -m alexnet.prepare task_name=prepare data=$(DATA) $(ARGS)
+
+# -- speed (issue 6) ---------------------------------------------------------------------------
+bench: install ## img/s of the training step, raw loop vs Lightning, LRN, input pipelines -> bench.json
+	$(PYTHON) -m alexnet.bench $(ARGS)
+
+imagenet-store: install ## once: ImageNet resized + centre-cropped to 256 into one JPEG file per split
+	$(PYTHON) -m alexnet.prepare_store task_name=prepare_store data=imagenet $(ARGS)

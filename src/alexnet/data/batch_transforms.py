@@ -127,8 +127,7 @@ def _check_batch(images: torch.Tensor, mean_image: torch.Tensor) -> None:
 
 
 class BatchTrain:
-    """`PaperTrain` (pad=0) and `CifarTrain` on batches: centre, pad, random crop, flip, lighting.
-    """
+    """`PaperTrain` (pad=0) and `CifarTrain` on batches: centre, pad, crop, flip, lighting."""
 
     def __init__(
         self,
