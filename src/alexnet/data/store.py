@@ -49,7 +49,9 @@ warnings.filterwarnings(
     category=DeprecationWarning,
 )
 
-HOW_TO_MAKE = "make it once with `make imagenet-store` (python -m alexnet.prepare_store data=imagenet)"
+HOW_TO_MAKE = (
+    "make it once with `make imagenet-store` (python -m alexnet.prepare_store data=imagenet)"
+)
 
 
 def store_folder(root: Path) -> Path:
