@@ -14,6 +14,7 @@ TINY = [
     "profiles.cpu.cifar_images=1024", "profiles.cpu.cifar_batch_size=256",
     "profiles.cpu.imagenet_images=24", "profiles.cpu.imagenet_batch_size=4",
     "profiles.cpu.input_batches=2", "profiles.cpu.workers=[0]", "loop.progress_bar=false",
+    "input.store_threads=2",
     "only=[paper_eager,fast_eager]",
     "loop.variant=fast_eager", "device=cpu",
 ]
@@ -41,7 +42,7 @@ def test_bench_writes_every_section_with_positive_numbers(cfg_factory, tmp_path)
     names = [r["name"] for r in saved["input"]]
     assert names == ["cifar_dataloader_0w", "cifar_gpu_resident_cpu",
                      "imagenet_folder_dataloader_0w", "imagenet_store_dataloader_0w",
-                     "imagenet_store_decode_cpu"]
+                     "imagenet_store_cpu_2t_to_cpu"]
     assert all(r["img_per_s"] > 0 and r["batches"] >= 1 for r in saved["input"])
     report = format_report(result)
     assert "fast_eager" in report and "lightning_naive" in report and "n/a" in report

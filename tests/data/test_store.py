@@ -101,6 +101,13 @@ def test_store_config_selects_the_store_loader(cfg_factory, store_root):
     assert x.shape == (4, 3, 224, 224) and y.dtype == torch.int64
 
 
+def test_unknown_decode_names_the_config_key(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "val")
+    with pytest.raises(ValueError, match="data.store_decode"):
+        StoreLoader(store, BatchEval(imagenet_default_stats(256), 224), 2, False, False,
+                    decode="gpu")
+
+
 def test_missing_store_names_the_make_target(cfg_factory, imagenet_folder, tmp_path):
     empty = tmp_path / "data"
     (empty / "imagenet").mkdir(parents=True)

@@ -40,13 +40,14 @@ class ImageNetDataModule(ClassificationDataModule):
         stats_images: int = 0,
         store: bool = False,
         store_quality: int = 90,
+        store_decode: str = "device",
         **kwargs,
     ) -> None:
         super().__init__(root, num_classes, batch_size, num_workers, **kwargs)
         self.image_size = image_size
         self.stats_images = stats_images
         # Read the prepared JPEG store (alexnet.data.store), decode and augment on the device.
-        self.store, self.store_quality = store, store_quality
+        self.store, self.store_quality, self.store_decode = store, store_quality, store_decode
 
     @property
     def folder(self) -> Path:
@@ -124,6 +125,7 @@ class ImageNetDataModule(ClassificationDataModule):
         return StoreLoader(
             dataset.store, batch_transform_of(dataset.transform), batch_size, shuffle=shuffle,
             drop_last=shuffle, device=self.model_device, threads=max(1, self.num_workers),
+            decode=self.store_decode,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )

@@ -179,11 +179,14 @@ _END = object()
 class StoreLoader:
     """Iterable of (images float32 (B, 3, crop, crop), labels int64 (B,)) made on `device`.
 
-    For each batch: the JPEG bytes are read from the memory-mapped store, decoded in one call of
-    `torchvision.io.decode_jpeg(list, device=device)` (nvjpeg on CUDA; on CPU a pool of
-    `threads` threads decodes), stacked, and augmented by `transform` (a batch transform) on the
-    device. A background thread prepares up to `prefetch` batches ahead -- on CUDA in its own
-    stream, the training stream waiting on an event per batch -- so decoding overlaps training.
+    For each batch: the JPEG bytes are read from the memory-mapped store, decoded -- with
+    `decode="device"` in one call of `torchvision.io.decode_jpeg(list, device=device)` (nvjpeg
+    on CUDA), with `decode="cpu"` (or on a CPU device) by a pool of `threads` threads running
+    libjpeg-turbo, then copied to the device from pinned memory -- stacked, and augmented by
+    `transform` (a batch transform) on the device. `decode="cpu"` is the fallback for GPUs whose
+    nvjpeg is slow on small images; `make bench` times both. A background thread prepares up
+    to `prefetch` batches ahead -- on CUDA in its own stream, the training stream waiting on an
+    event per batch -- so decoding overlaps training.
 
     Order: a permutation per epoch from a numpy generator seeded by (`seed`, epoch); the
     augmentation draws come from a device generator seeded by `seed` that carries on across
@@ -204,9 +207,13 @@ class StoreLoader:
         world_size: int = 1,
         prefetch: int = 3,
         threads: int = 4,
+        decode: str = "device",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if decode not in ("device", "cpu"):
+            raise ValueError(f"data.store_decode={decode!r} is unknown; choose device or cpu")
+        self.decode = decode
         self.store, self.transform, self.batch_size = store, transform, batch_size
         self.shuffle, self.drop_last, self.device = shuffle, drop_last, device
         self.seed = draw_seed() if seed is None else seed
@@ -305,12 +312,14 @@ class StoreLoader:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         encoded = list(pool.map(self.store.encoded, idx))
-        if device.type == "cuda":
-            images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        if device.type == "cuda" and self.decode == "device":
+            batch = torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
         else:
-            images = list(pool.map(lambda data: decode_jpeg(data, mode=ImageReadMode.RGB),
-                                   encoded))
-        batch = torch.stack(images).permute(0, 2, 3, 1)  # (B, H, W, 3) view of (B, 3, H, W)
+            batch = torch.stack(list(pool.map(
+                lambda data: decode_jpeg(data, mode=ImageReadMode.RGB), encoded)))
+            if device.type != "cpu":
+                batch = batch.pin_memory().to(device, non_blocking=True)
+        batch = batch.permute(0, 2, 3, 1)  # (B, H, W, 3) view of (B, 3, H, W)
         labels = self._labels[torch.from_numpy(idx).to(device)]
         return self.transform(batch, self._generator), labels
 

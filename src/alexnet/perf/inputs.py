@@ -126,8 +126,12 @@ def bench_imagenet(
         stored = _dataloader(StoreDataset(store, train_tf), batch_size, w, device)
         rows.append({"name": f"imagenet_store_dataloader_{w}w",
                      **time_loader(stored, device, count)})
-    loader = StoreLoader(store, batch_transform_of(train_tf), batch_size, shuffle=True,
-                         drop_last=True, device=device, seed=0, threads=threads)
-    rows.append({"name": f"imagenet_store_decode_{device.type}",
-                 **time_loader(loader, device, count)})
+    decoders = ["device", "cpu"] if device.type == "cuda" else ["cpu"]
+    for decode in decoders:
+        loader = StoreLoader(store, batch_transform_of(train_tf), batch_size, shuffle=True,
+                             drop_last=True, device=device, seed=0, threads=threads,
+                             decode=decode)
+        where = f"cpu_{threads}t" if decode == "cpu" else "nvjpeg"
+        rows.append({"name": f"imagenet_store_{where}_to_{device.type}",
+                     **time_loader(loader, device, count)})
     return rows
