@@ -98,3 +98,19 @@ def test_training_runs_end_to_end_on_gpu_resident_data(cfg_factory, cifar_folder
     assert results["steps"] == 8 and results["train_img_per_s"] > 0
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
     assert "train/loss" in results["metrics"]
+
+
+def test_ranks_share_the_run_seed_but_not_the_augmentation(monkeypatch):
+    """Per-rank reseeding of torch's RNG (issue 5's RankSeed) must not split the permutation."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    images, labels = _labelled_images(n=40)
+    stats = compute_stats(images)
+    loaders = []
+    for rank in range(2):
+        torch.manual_seed(100 + rank)  # what per-rank reseeding does before the loaders exist
+        loaders.append(DeviceLoader(images, labels, BatchEval(stats, mode="full"), 8,
+                                    shuffle=True, drop_last=True, rank=rank, world_size=2))
+    assert loaders[0].seed == loaders[1].seed == 3
+    assert loaders[0].aug_seed != loaders[1].aug_seed
+    seen = [set(torch.cat([_ids(x, stats) for x, _ in loader]).tolist()) for loader in loaders]
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 32

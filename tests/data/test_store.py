@@ -70,7 +70,7 @@ def test_train_loader_equals_batch_transform_of_decoded_images(store_root):
     assert len(epoch) == len(loader) == 2
     # Replay: the same permutation and the same device generator give the same batches.
     order = np.random.default_rng([11, 0]).permutation(len(store))
-    generator = torch.Generator().manual_seed(11)
+    generator = torch.Generator().manual_seed(loader.aug_seed)
     for b, (x, y) in enumerate(epoch):
         idx = order[b * 5 : (b + 1) * 5]
         images = torch.from_numpy(np.stack([store.decode(i) for i in idx]))

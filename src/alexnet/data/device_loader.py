@@ -6,14 +6,16 @@ augmentation of `alexnet.data.batch_transforms` -- no worker processes, no host-
 per step, nothing for the GPU to wait on. The same code runs on CPU (the device is wherever the
 LightningModule is), which is how the tests exercise it.
 
-Randomness: a `torch.Generator` on the device, seeded once from `seed` (by default drawn from
-torch's global RNG when the loader is made, so `lightning.seed_everything` makes runs repeat),
-carries on from epoch to epoch: each epoch gets a new order and new crops, flips and alphas.
-Under DDP each rank takes every `world_size`-th image of one shared permutation.
+Randomness: two `torch.Generator`s on the device carry on from epoch to epoch, so each epoch
+gets a new order and new crops, flips and alphas. The order's is seeded by `seed`, which every
+rank must share (by default the run's seed, see `shared_seed`): under DDP each rank takes every
+`world_size`-th image of that one permutation. The augmentation's is seeded by (`seed`, rank),
+so ranks draw different crops.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -24,9 +26,16 @@ from alexnet.data.batch_transforms import BatchTransform
 DeviceLike = torch.device | str | Callable[[], torch.device]
 
 
-def draw_seed() -> int:
-    """A seed from torch's global RNG (so seed_everything fixes it)."""
-    return int(torch.randint(0, 2**62, (1,)).item())
+def shared_seed() -> int:
+    """A seed all ranks agree on: the run's (`lightning.seed_everything` exports it as
+    PL_GLOBAL_SEED), else torch's initial seed. Unlike a draw from the global RNG it does not
+    depend on per-rank reseeding, nor shift the random stream the network's init uses."""
+    return int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed of its own for each rank, from the shared one."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 def resolve_device(device: DeviceLike) -> torch.device:
@@ -60,9 +69,11 @@ class DeviceLoader:
         self.transform, self.batch_size = transform, batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.device = device
-        self.seed = draw_seed() if seed is None else seed
+        self.seed = shared_seed() if seed is None else seed
         self.rank, self.world_size = rank, world_size
+        self.aug_seed = rank_seed(self.seed, rank)
         self._on_device: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+        self._order_generator: torch.Generator | None = None
         self._generator: torch.Generator | None = None
 
     def _per_rank(self) -> int:
@@ -81,7 +92,8 @@ class DeviceLoader:
                 torch.from_numpy(np.ascontiguousarray(self.images)).to(device),
                 torch.from_numpy(self.labels).to(device),
             )
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            self._order_generator = torch.Generator(device=device).manual_seed(self.seed)
+            self._generator = torch.Generator(device=device).manual_seed(self.aug_seed)
         return self._on_device[1], self._on_device[2]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -89,7 +101,7 @@ class DeviceLoader:
         images, labels = self.tensors(device)
         n = len(images)
         if self.shuffle:
-            order = torch.randperm(n, generator=self._generator, device=device)
+            order = torch.randperm(n, generator=self._order_generator, device=device)
         else:
             order = torch.arange(n, device=device)
         order = order[self.rank :: self.world_size][: self._per_rank()]

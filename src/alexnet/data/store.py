@@ -38,7 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from alexnet.data.batch_transforms import BatchTransform
-from alexnet.data.device_loader import DeviceLike, draw_seed, resolve_device
+from alexnet.data.device_loader import DeviceLike, rank_seed, resolve_device, shared_seed
 from alexnet.data.folder import DataError, FolderIndex, load_rgb, resize_shorter_and_center_crop
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,10 @@ class StoreLoader:
     to `prefetch` batches ahead -- on CUDA in its own stream, the training stream waiting on an
     event per batch -- so decoding overlaps training.
 
-    Order: a permutation per epoch from a numpy generator seeded by (`seed`, epoch); the
-    augmentation draws come from a device generator seeded by `seed` that carries on across
-    epochs. `seed=None` draws one from torch's global RNG. Under DDP each rank takes every
-    `world_size`-th image of the shared permutation.
+    Order: a permutation per epoch from a numpy generator seeded by (`seed`, epoch), the same on
+    every rank (`seed=None`: the run's seed, `shared_seed`); under DDP each rank takes every
+    `world_size`-th image of it. The augmentation draws come from a device generator seeded by
+    (`seed`, rank) that carries on across epochs.
     """
 
     def __init__(
@@ -216,8 +216,9 @@ class StoreLoader:
         self.decode = decode
         self.store, self.transform, self.batch_size = store, transform, batch_size
         self.shuffle, self.drop_last, self.device = shuffle, drop_last, device
-        self.seed = draw_seed() if seed is None else seed
+        self.seed = shared_seed() if seed is None else seed
         self.rank, self.world_size = rank, world_size
+        self.aug_seed = rank_seed(self.seed, rank)
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
         self.epoch = 0
         self._generator: torch.Generator | None = None
@@ -242,7 +243,7 @@ class StoreLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = resolve_device(self.device)
         if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            self._generator = torch.Generator(device=device).manual_seed(self.aug_seed)
             self._labels = torch.from_numpy(self.store.labels).to(device)
         order = self._order()
         self.epoch += 1
