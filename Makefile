@@ -9,7 +9,7 @@ CKPT ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-fast lint data data-stats
+.PHONY: help install train eval test test-fast lint data data-stats bench imagenet-store
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,3 +74,10 @@ report: install ## (re)write a sweep's report.md/csv/png: make report SWEEP=logs
 .PHONY: bench-towers
 bench-towers: install ## the towers' traffic per step and a towers vs grouped step on CPU (ARGS="--model alexnet")
 	$(PYTHON) -m alexnet.parallel.bench $(ARGS)
+
+# -- speed (issue 6) ---------------------------------------------------------------------------
+bench: install ## img/s of the training step, raw loop vs Lightning, LRN, input pipelines -> bench.json
+	$(PYTHON) -m alexnet.bench $(ARGS)
+
+imagenet-store: install ## once: ImageNet resized + centre-cropped to 256 into one JPEG file per split
+	$(PYTHON) -m alexnet.prepare_store task_name=prepare_store data=imagenet $(ARGS)

@@ -14,7 +14,8 @@ from alexnet.eval import evaluate
 from alexnet.module import Classifier
 from alexnet.train import train
 
-FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false"]
+FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false",
+        "compile=false"]  # compiling on CPU takes minutes (experiment=cifar10_fast turns it on)
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml"))
 
 

@@ -77,6 +77,7 @@ class ClassificationDataModule(L.LightningDataModule):
         aug: Mapping[str, Any] | None = None,
         pin_memory: bool = True,
         eval_batch_size: int | None = None,
+        gpu_resident: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser().resolve()
@@ -85,6 +86,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.aug = dict(aug or {"name": "none"})
         self.pin_memory = pin_memory
+        # All uint8 images on the model's device, augmented there (alexnet.data.device_loader).
+        self.gpu_resident = gpu_resident
         self.class_names: list[str] = []
         self._stats: DatasetStats | None = None
 
@@ -130,7 +133,35 @@ class ClassificationDataModule(L.LightningDataModule):
             )
 
     # -- loaders -----------------------------------------------------------------------------
+    def model_device(self) -> torch.device:
+        """Where the LightningModule being trained is (CPU when no trainer is attached)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return module.device if module is not None else torch.device("cpu")
+
+    def _device_loader(self, dataset: Dataset, shuffle: bool, batch_size: int):
+        """A loader that makes batches on the model's device, or None for a DataLoader."""
+        if not self.gpu_resident:
+            return None
+        if not isinstance(dataset, ArrayDataset):
+            raise ValueError(
+                f"data.gpu_resident=true needs a dataset held in memory (CIFAR-10, synthetic), "
+                f"not {self.name}; for ImageNet use data.store=true"
+            )
+        from alexnet.data.batch_transforms import batch_transform_of
+        from alexnet.data.device_loader import DeviceLoader
+
+        trainer = self.trainer
+        return DeviceLoader(
+            dataset.images, dataset.labels, batch_transform_of(dataset.transform), batch_size,
+            shuffle=shuffle, drop_last=shuffle, device=self.model_device,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        device_loader = self._device_loader(dataset, shuffle, batch_size)
+        if device_loader is not None:
+            return device_loader
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -15,8 +15,9 @@ import numpy as np
 from torch.utils.data import DataLoader, Subset
 
 from alexnet.data.base import ClassificationDataModule, FolderDataset
-from alexnet.data.folder import index_folder
+from alexnet.data.folder import DataError, index_folder
 from alexnet.data.stats import DatasetStats, compute_stats, imagenet_default_stats
+from alexnet.data.store import JpegStore, StoreDataset, StoreLoader, store_folder
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,16 @@ class ImageNetDataModule(ClassificationDataModule):
         num_workers: int = 8,
         image_size: int = 256,
         stats_images: int = 0,
+        store: bool = False,
+        store_quality: int = 90,
+        store_decode: str = "device",
         **kwargs,
     ) -> None:
         super().__init__(root, num_classes, batch_size, num_workers, **kwargs)
         self.image_size = image_size
         self.stats_images = stats_images
+        # Read the prepared JPEG store (alexnet.data.store), decode and augment on the device.
+        self.store, self.store_quality, self.store_decode = store, store_quality, store_decode
 
     @property
     def folder(self) -> Path:
@@ -75,6 +81,9 @@ class ImageNetDataModule(ClassificationDataModule):
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
+        if self.store:
+            self._setup_store()
+            return
         train = index_folder(self.folder / "train", HOW_TO_GET)
         val = index_folder(self.folder / "val", HOW_TO_GET)
         if val.classes != train.classes:
@@ -89,6 +98,37 @@ class ImageNetDataModule(ClassificationDataModule):
         self.val_set = FolderDataset(val, val_tf, self.image_size)
         self.test_set = FolderDataset(val, test_tf, self.image_size)
 
+    def _setup_store(self) -> None:
+        train = JpegStore(store_folder(self.folder), "train")
+        val = JpegStore(store_folder(self.folder), "val")
+        if train.size != self.image_size:
+            raise DataError(
+                f"the store in {store_folder(self.folder)} holds {train.size}px images but "
+                f"data.image_size={self.image_size}; set it to {train.size} or remake the store"
+            )
+        if val.classes != train.classes:
+            raise DataError(f"the train and val stores in {store_folder(self.folder)} have "
+                            f"different classes; remake them with `make imagenet-store`")
+        self.check_classes(len(train.classes))
+        self.class_names = train.classes
+        train_tf, val_tf, test_tf = self.transforms()
+        self.train_set = StoreDataset(train, train_tf)
+        self.val_set = StoreDataset(val, val_tf)
+        self.test_set = StoreDataset(val, test_tf)
+
+    def _device_loader(self, dataset, shuffle: bool, batch_size: int):
+        if not self.store:
+            return super()._device_loader(dataset, shuffle, batch_size)
+        from alexnet.data.batch_transforms import batch_transform_of
+
+        trainer = self.trainer
+        return StoreLoader(
+            dataset.store, batch_transform_of(dataset.transform), batch_size, shuffle=shuffle,
+            drop_last=shuffle, device=self.model_device, threads=max(1, self.num_workers),
+            decode=self.store_decode,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
 
 
 def _stack_images(batch: list[tuple[np.ndarray, int]]) -> np.ndarray:

@@ -27,11 +27,13 @@ import torch
 from torch import nn
 
 from alexnet.models.lrn import CONVENTIONS, LocalResponseNorm
+from alexnet.models.tower_conv import CONV_IMPLS, TowerConv2d
 
 POOLS = ("overlap", "nonoverlap")
 ACTIVATIONS = ("relu", "tanh")
 INITS = ("paper", "kaiming", "torch")
 TOWERS = (1, 2)
+LRN_IMPLS = ("torch", "fused")
 
 # Section 5: "We initialized the neuron biases in the second, fourth, and fifth convolutional
 # layers, as well as in the fully-connected hidden layers, with the constant 1."
@@ -55,9 +57,13 @@ def _check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout={dropout!r} must be a probability in [0, 1)")
 
 
-def _check_knobs(lrn_convention, pool, towers, activation, dropout, init, conv_width) -> None:
+def _check_knobs(
+    lrn_convention, pool, towers, activation, dropout, init, conv_width, conv_impl, lrn_impl
+) -> None:
     """Reject bad knob values up front, each error naming its knob."""
     _check_choice("lrn_convention", lrn_convention, CONVENTIONS)
+    _check_choice("conv_impl", conv_impl, CONV_IMPLS)
+    _check_choice("lrn_impl", lrn_impl, LRN_IMPLS)
     _check_choice("pool", pool, POOLS)
     _check_choice("towers", towers, TOWERS)
     _check_choice("activation", activation, ACTIVATIONS)
@@ -72,14 +78,16 @@ def _activation(name: str) -> nn.Module:
     return nn.ReLU() if name == "relu" else nn.Tanh()
 
 
-def _lrn(enabled: bool, convention: str, towers: int) -> nn.Module:
+def _lrn(enabled: bool, convention: str, towers: int, impl: str) -> nn.Module:
     # Section 3.3's constants; Identity keeps the layer names (norm1, norm2) stable for lrn=False.
     # groups=towers: each GPU normalised only its own maps, so windows stop at the tower boundary.
     if not enabled:
         return nn.Identity()
-    return LocalResponseNorm(
-        size=5, alpha=1e-4, beta=0.75, k=2.0, convention=convention, groups=towers
-    )
+    cls = LocalResponseNorm
+    if impl == "fused":
+        # Imported here: alexnet.kernels imports this package, and triton is optional.
+        from alexnet.kernels.lrn import FusedLocalResponseNorm as cls
+    return cls(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=convention, groups=towers)
 
 
 def _scaled_width(layer: str, channels: int, conv_width: float, towers: int) -> int:
@@ -158,6 +166,15 @@ class AlexNet(nn.Module):
     - ``conv_width``: scales conv1..conv4's kernel counts. 0.5 is the paper's one-GPU net:
       "half of the kernels in each convolutional layer", except that (footnote) the last conv
       layer and the FC layers were not halved, to keep the parameter counts comparable.
+
+    Two knobs change only how the same function is computed (speed, never results; the
+    state_dict is the same, so checkpoints move freely between them):
+
+    - ``conv_impl``: ``"grouped"`` (PyTorch's grouped conv), ``"split"`` (one dense conv per
+      tower, concatenated) or ``"masked"`` (one dense conv with a block-diagonal weight) for the
+      tower-split conv2/4/5; see ``alexnet.models.tower_conv``.
+    - ``lrn_impl``: ``"torch"`` or ``"fused"`` (the Triton kernels of ``alexnet.kernels.lrn``
+      on CUDA; the torch code elsewhere).
     """
 
     input_size = 224
@@ -184,9 +201,13 @@ class AlexNet(nn.Module):
         init: str = "paper",
         conv_width: float = 1.0,
         init_bias: float = 1.0,
+        conv_impl: str = "grouped",
+        lrn_impl: str = "torch",
     ) -> None:
         super().__init__()
-        _check_knobs(lrn_convention, pool, towers, activation, dropout, init, conv_width)
+        _check_knobs(
+            lrn_convention, pool, towers, activation, dropout, init, conv_width, conv_impl, lrn_impl
+        )
         c1, c2, c3, c4 = (
             _scaled_width(f"conv{i}", c, conv_width, towers)
             for i, c in enumerate(self.conv_channels[:4], start=1)
@@ -196,17 +217,17 @@ class AlexNet(nn.Module):
         self.act = _activation(activation)
         # conv1: 96 kernels 11x11x3, stride 4. Each tower's 48 kernels see all of the image.
         self.conv1 = nn.Conv2d(3, c1, **self.conv1_geometry)
-        self.norm1 = _lrn(lrn, lrn_convention, towers)
+        self.norm1 = _lrn(lrn, lrn_convention, towers, lrn_impl)
         self.pool1 = nn.MaxPool2d(**self.pool_geometry[pool])
         # conv2: 256 kernels 5x5x48, each sees only its own tower's conv1 maps.
-        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=towers)
-        self.norm2 = _lrn(lrn, lrn_convention, towers)
+        self.conv2 = TowerConv2d(c1, c2, kernel_size=5, padding=2, groups=towers, impl=conv_impl)
+        self.norm2 = _lrn(lrn, lrn_convention, towers, lrn_impl)
         self.pool2 = nn.MaxPool2d(**self.pool_geometry[pool])
         # conv3: 384 kernels 3x3x256, connected to both towers (the GPUs communicate here).
         self.conv3 = nn.Conv2d(c2, c3, kernel_size=3, padding=1)
         # conv4 (384 3x3x192) and conv5 (256 3x3x192): back to one tower each.
-        self.conv4 = nn.Conv2d(c3, c4, kernel_size=3, padding=1, groups=towers)
-        self.conv5 = nn.Conv2d(c4, c5, kernel_size=3, padding=1, groups=towers)
+        self.conv4 = TowerConv2d(c3, c4, kernel_size=3, padding=1, groups=towers, impl=conv_impl)
+        self.conv5 = TowerConv2d(c4, c5, kernel_size=3, padding=1, groups=towers, impl=conv_impl)
         self.pool5 = nn.MaxPool2d(**self.pool_geometry[pool])
         # The FC layers see all of the previous layer (both towers).
         self.drop6 = nn.Dropout(dropout)
@@ -291,6 +312,8 @@ class AlexNetCifar(AlexNet):
         init: str = "paper",
         conv_width: float = 1.0,
         init_bias: float = 1.0,
+        conv_impl: str = "grouped",
+        lrn_impl: str = "torch",
     ) -> None:
         # Own signature only to change num_classes' default (and keep hparams explicit).
         super().__init__(
@@ -304,6 +327,8 @@ class AlexNetCifar(AlexNet):
             init=init,
             conv_width=conv_width,
             init_bias=init_bias,
+            conv_impl=conv_impl,
+            lrn_impl=lrn_impl,
         )
 
 

@@ -1,0 +1,290 @@
+"""Speed figures: `python -m alexnet.bench [key=value ...]` (`make bench`), configured by
+conf/bench.yaml.
+
+Sections (`sections=[...]` picks some):
+
+- `train_step`: img/s, ms per step and MFU of a full SGD step (forward, loss, backward, update)
+  for each model variant -- the paper's net eager and compiled, without LRN, torchvision's net
+  (the baselines), and the fast paths (fused LRN, split or masked tower convs);
+- `loop`: one variant in a raw PyTorch loop, under the Lightning Trainer, and under the Trainer
+  with the module's pre-issue-6 logging, in the same process, on the same batches;
+- `lrn`: the LRN layer forward + backward on conv1's output: torch eager, compiled, the fused
+  Triton kernel (CUDA only), and a ReLU of the same shape for scale;
+- `input`: augmented images per second delivered to the device by each input pipeline.
+
+On CUDA the `gpu` profile measures the speed targets (bf16, batch 256); elsewhere the `cpu`
+profile runs the same code at toy sizes, so CI can smoke-test it. Prints tables and writes the
+JSON (`output`, default `bench.json` in the run dir). Never asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet.kernels.lrn import bench_lrn
+from alexnet.models import MODELS
+from alexnet.perf import inputs, loops
+from alexnet.perf.flops import flops_per_image, mfu, peak_flops
+from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
+
+log = logging.getLogger(__name__)
+SECTIONS = ("train_step", "loop", "lrn", "input")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but CUDA is not available; use device=cpu or device=auto")
+    return device
+
+
+def resolve_profile(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    name = cfg.profile if cfg.profile != "auto" else ("gpu" if device.type == "cuda" else "cpu")
+    if name not in cfg.profiles:
+        raise ValueError(f"profile={name!r} is unknown; choose auto or one of "
+                         f"{', '.join(cfg.profiles)}")
+    return {"name": name, **OmegaConf.to_container(cfg.profiles[name], resolve=True)}
+
+
+def variant_model(cfg: DictConfig, variant: dict) -> dict[str, Any]:
+    """The network's keyword arguments for a variant: conf/model with its overrides."""
+    overrides = dict(variant.get("model") or {})
+    base = OmegaConf.to_container(cfg.model, resolve=True)
+    if "name" in overrides and overrides["name"] != base["name"]:
+        return {"num_classes": base["num_classes"], **overrides}
+    return {**base, **overrides}
+
+
+def _variant(cfg: DictConfig, name: str) -> dict[str, Any]:
+    if name not in cfg.variants:
+        raise ValueError(f"variant {name!r} is not in `variants` ({', '.join(cfg.variants)})")
+    return OmegaConf.to_container(cfg.variants[name], resolve=True)
+
+
+def _release(device: torch.device) -> None:
+    torch._dynamo.reset()  # compiled graphs of the previous variant: no recompilation limits
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _attempt(row: dict, fn) -> dict:
+    """Run `fn` into `row`; a failure is recorded (the other rows still run)."""
+    try:
+        row.update(fn())
+    except Exception as err:  # a benchmark reports what failed and goes on
+        log.exception("bench row %s failed", row.get("name"))
+        row["error"] = f"{type(err).__name__}: {err}"
+    return row
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+
+def run_train_step(cfg, device, prof) -> list[dict]:
+    rows = []
+    peak = peak_flops(device)
+    for name in cfg.only or cfg.variants:
+        variant = _variant(cfg, name)
+        model = variant_model(cfg, variant)
+        compile = bool(variant.get("compile")) and cfg.compile
+        input_size = MODELS[model["name"]].input_size
+        flops = flops_per_image(model)["train"]
+
+        def measure(model=model, compile=compile, input_size=input_size, flops=flops):
+            batches = loops.synthetic_batches(
+                2, prof["batch_size"], input_size, model["num_classes"], device,
+                prof["channels_last"])
+            img_s = loops.raw_loop(model, batches, device, prof["precision"],
+                                   prof["channels_last"], compile, prof["warmup"], prof["steps"])
+            return {"img_per_s": img_s, "ms_per_step": 1e3 * prof["batch_size"] / img_s,
+                    "tflops_per_s": img_s * flops / 1e12, "mfu": mfu(img_s, flops, peak)}
+
+        row = {"name": name, "compile": compile, "model": variant.get("model") or {},
+               "gflops_per_image": flops / 1e9}
+        rows.append(_attempt(row, measure))
+        log.info("train_step %s: %s", name, row)
+        _release(device)
+    return rows
+
+
+def run_loop(cfg, device, prof) -> dict:
+    variant = _variant(cfg, cfg.loop.variant)
+    model = variant_model(cfg, variant)
+    compile = bool(variant.get("compile")) and cfg.compile
+    batches = loops.synthetic_batches(2, prof["batch_size"], MODELS[model["name"]].input_size,
+                                      model["num_classes"], device, prof["channels_last"])
+    args = (model, batches, device, prof["precision"], prof["channels_last"], compile,
+            prof["warmup"], prof["steps"])
+    result: dict[str, Any] = {"name": cfg.loop.variant, "compile": compile}
+    runs = [("raw", lambda: loops.raw_loop(*args)),
+            ("lightning", lambda: loops.lightning_loop(
+                *args, progress_bar=cfg.loop.progress_bar))]
+    if cfg.loop.naive:
+        runs.append(("lightning_naive", lambda: loops.lightning_loop(
+            *args, naive=True, progress_bar=cfg.loop.progress_bar)))
+    for key, fn in runs:
+        _attempt(result, lambda key=key, fn=fn: {f"{key}_img_per_s": fn()})
+        _release(device)
+    raw = result.get("raw_img_per_s")
+    for key in ("lightning", "lightning_naive"):
+        got = result.get(f"{key}_img_per_s")
+        if raw and got:
+            result[f"{key}_overhead_pct"] = 100.0 * (1.0 - got / raw)
+    return result
+
+
+def _relu_ms(shape, dtype, device, steps: int) -> float:
+    x = torch.randn(shape, device=device, dtype=dtype).contiguous(
+        memory_format=torch.channels_last).requires_grad_(True)
+    g = torch.randn_like(x)
+
+    def step(_i):
+        torch.relu(x).backward(g)
+
+    return 1e3 / loops._time(step, device, 2, steps)
+
+
+def run_lrn(cfg, device, prof) -> dict:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shape = tuple(prof["lrn_shape"])
+    result = bench_lrn(shape, dtype=dtype, channels_last=True, device=str(device),
+                       compiled=cfg.compile, warmup=2, iters=prof["steps"])
+    result["relu_ms"] = _relu_ms(shape, dtype, device, prof["steps"])
+    result["roofline_ms"] = _roofline_ms(result["bytes_fwd_bwd"], device)
+    return result
+
+
+def _roofline_ms(nbytes: int, device: torch.device) -> float | None:
+    """Time to move `nbytes` at the GPU's DRAM bandwidth (from its name), or None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    bandwidth = next((bw for key, bw in (("H200", 4.8e12), ("H100 PCIe", 2.0e12),
+                                         ("H100", 3.35e12), ("A100", 2.0e12)) if key in name),
+                     None)
+    return None if bandwidth is None else 1e3 * nbytes / bandwidth
+
+
+def run_input(cfg, device, prof) -> list[dict]:
+    spec = cfg.input
+    rows = inputs.bench_cifar(
+        device, prof["cifar_batch_size"], prof["cifar_images"], list(prof["workers"]),
+        OmegaConf.to_container(spec.cifar_aug), batches=None,
+    )
+    batch = prof["imagenet_batch_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(spec.imagenet_root) if spec.imagenet_root else inputs.synthetic_imagenet(
+            Path(tmp), prof["imagenet_images"], workers=max(prof["workers"]))
+        rows += inputs.bench_imagenet(
+            root, device, batch, list(prof["workers"]), prof["input_batches"],
+            OmegaConf.to_container(spec.imagenet_aug), threads=spec.store_threads,
+        )
+    for row in rows:
+        row["batch_size"] = prof["cifar_batch_size"] if row["name"].startswith("cifar") else batch
+    return rows
+
+
+# ---- the whole bench -----------------------------------------------------------------------------
+
+
+def bench(cfg: DictConfig) -> dict[str, Any]:
+    """Run the chosen sections; returns (and writes) the JSON-able result."""
+    unknown = sorted(set(cfg.sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"sections {unknown} are unknown; choose from {', '.join(SECTIONS)}")
+    device = resolve_device(cfg.device)
+    prof = resolve_profile(cfg, device)
+    torch.manual_seed(0)
+    torch.set_float32_matmul_precision("high")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "profile": prof,
+        "peak_tflops": (peak_flops(device) or 0) / 1e12 or None,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+    }
+    runners = {"train_step": run_train_step, "loop": run_loop, "lrn": run_lrn, "input": run_input}
+    for section in cfg.sections:
+        start = time.perf_counter()
+        result[section] = runners[section](cfg, device, prof)
+        log.info("%s done in %.1f s", section, time.perf_counter() - start)
+    output = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "bench.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str))
+    result["json_path"] = str(output)
+    return result
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The tables `main` prints."""
+    prof = result["profile"]
+    lines = [f"device: {result['device']}   torch {result['torch']}   profile {prof['name']}: "
+             f"batch {prof['batch_size']}, {prof['precision']}, channels_last "
+             f"{prof['channels_last']}, {prof['steps']} timed steps"]
+    if "train_step" in result:
+        lines += ["", f"{'training step':<24}{'img/s':>10}{'ms/step':>10}{'GFLOP/img':>11}"
+                  f"{'TFLOP/s':>9}{'MFU':>7}"]
+        for r in result["train_step"]:
+            if "error" in r:
+                lines.append(f"{r['name']:<24} failed: {r['error']}")
+                continue
+            mfu_text = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+            lines.append(f"{r['name']:<24}{_fmt(r['img_per_s']):>10}{_fmt(r['ms_per_step'], 1):>10}"
+                         f"{_fmt(r['gflops_per_image'], 2):>11}{_fmt(r['tflops_per_s'], 1):>9}"
+                         f"{mfu_text:>7}")
+    if "loop" in result:
+        lp = result["loop"]
+        lines += ["", f"loop ({lp['name']}, same batches)      img/s   vs raw"]
+        for key in ("raw", "lightning", "lightning_naive"):
+            if f"{key}_img_per_s" in lp:
+                over = lp.get(f"{key}_overhead_pct")
+                note = "" if over is None else f"{-over:+.1f}%"
+                lines.append(f"  {key:<34}{_fmt(lp[f'{key}_img_per_s']):>8}   {note}")
+        if "error" in lp:
+            lines.append(f"  failed: {lp['error']}")
+    if "lrn" in result:
+        lrn = result["lrn"]
+        lines += ["", f"LRN fwd+bwd {tuple(lrn['shape'])} {lrn['dtype']} channels_last (ms): "
+                  f"eager {_fmt(lrn['eager_ms'], 2)}, compiled {_fmt(lrn['compiled_ms'], 2)}, "
+                  f"fused {_fmt(lrn['fused_ms'], 2)}, ReLU {_fmt(lrn['relu_ms'], 2)}, "
+                  f"memory-bound limit {_fmt(lrn['roofline_ms'], 2)}"]
+    if "input" in result:
+        lines += ["", f"{'input pipeline':<34}{'batch':>6}{'img/s':>10}"]
+        for r in result["input"]:
+            text = f"failed: {r['error']}" if "error" in r else f"{_fmt(r['img_per_s']):>10}"
+            lines.append(f"{r['name']:<34}{r['batch_size']:>6}{text}")
+    lines += ["", f"written to {result.get('json_path')}"]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
+def main(cfg: DictConfig) -> None:
+    try:
+        print(format_report(bench(cfg)))
+    except USER_ERRORS as err:
+        report_user_error(err)
+
+
+if __name__ == "__main__":
+    main()

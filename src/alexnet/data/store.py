@@ -1,0 +1,335 @@
+"""ImageNet as one file of 256x256 JPEGs, prepared once, then decoded in batches on the GPU.
+
+Decoding a full-size ImageNet JPEG and resizing it costs a CPU core ~4 ms, so sixteen cores
+deliver ~5,000 images/s -- far below what one modern GPU trains on. The paper's own
+preprocessing (shorter side to 256, central 256x256 patch, section 2) does not depend on the
+epoch, so it is done once (`python -m alexnet.prepare_store`, `make imagenet-store`), and each
+epoch only decodes small JPEGs -- in batches, on the GPU (nvjpeg via torchvision), followed by the
+batched augmentation of `alexnet.data.batch_transforms` on the GPU as well.
+
+Layout, in `<root>/imagenet/store/`:
+
+- `<split>.jpegs`: the JPEG bytes of every image of the split, back to back, in index order
+  (classes sorted, files sorted within a class: `index_folder`'s order);
+- `<split>.npz`: `offsets` (N + 1,) int64 into the `.jpegs` file, `labels` (N,) int64,
+  `classes` (C,) str, `size` and `quality`. It is written last, so its presence means the store
+  is complete.
+
+The images are re-encoded JPEGs (quality `quality`, 90 by default): pixels differ from a direct
+decode of the originals by the re-encoding's error, a few grey levels (the test measures it).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import queue
+import threading
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from alexnet.data.batch_transforms import BatchTransform
+from alexnet.data.device_loader import DeviceLike, rank_seed, resolve_device, shared_seed
+from alexnet.data.folder import DataError, FolderIndex, load_rgb, resize_shorter_and_center_crop
+
+log = logging.getLogger(__name__)
+
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call.
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision",
+    category=DeprecationWarning,
+)
+
+HOW_TO_MAKE = (
+    "make it once with `make imagenet-store` (python -m alexnet.prepare_store data=imagenet)"
+)
+
+
+def store_folder(root: Path) -> Path:
+    """Where the store of the dataset folder `root` (e.g. `<data>/imagenet`) lives."""
+    return Path(root) / "store"
+
+
+# --------------------------------------------------------------------------------------------
+# Writing (once)
+# --------------------------------------------------------------------------------------------
+
+
+def encode_image(path: Path, size: int = 256, quality: int = 90) -> bytes:
+    """The paper's preprocessing of one image file, as JPEG bytes (RGB, `size` x `size`)."""
+    try:
+        pixels = resize_shorter_and_center_crop(load_rgb(path), size)
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({err}); remove or replace the file") from err
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _encode_job(args: tuple[Path, int, int]) -> bytes:
+    return encode_image(*args)
+
+
+def write_store(
+    index: FolderIndex,
+    folder: Path,
+    split: str,
+    size: int = 256,
+    quality: int = 90,
+    workers: int = 8,
+) -> Path:
+    """Encode every image of `index` into `folder/<split>.jpegs` + `.npz`; returns the .npz path.
+
+    Runs `workers` processes (0: in this process); images are written in index order. Writes to
+    temporary names and renames at the end, so an interrupted run leaves no half store.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path, meta_path = folder / f"{split}.jpegs", folder / f"{split}.npz"
+    offsets = np.zeros(len(index) + 1, dtype=np.int64)
+    jobs = ((path, size, quality) for path in index.paths)
+    tmp = data_path.with_suffix(".jpegs.tmp")
+    with tmp.open("wb") as out:
+        if workers > 0:
+            # fork: the workers need only PIL and numpy, and start at once (spawn re-imports torch)
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
+            with get_context(method).Pool(workers) as pool:
+                encoded = pool.imap(_encode_job, jobs, chunksize=64)
+                _write_all(encoded, out, offsets, split)
+        else:
+            _write_all(map(_encode_job, jobs), out, offsets, split)
+    tmp.replace(data_path)
+    tmp_meta = meta_path.with_suffix(".npz.tmp")
+    with tmp_meta.open("wb") as f:
+        np.savez(f, offsets=offsets, labels=np.asarray(index.labels, dtype=np.int64),
+                 classes=np.asarray(index.classes), size=np.int64(size), quality=np.int64(quality))
+    tmp_meta.replace(meta_path)
+    return meta_path
+
+
+def _write_all(encoded, out, offsets: np.ndarray, split: str) -> None:
+    for i, data in enumerate(encoded):
+        out.write(data)
+        offsets[i + 1] = offsets[i] + len(data)
+        if (i + 1) % 50_000 == 0:
+            log.info("%s: %d / %d images", split, i + 1, len(offsets) - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+class JpegStore:
+    """One split of a store: `len()`, `labels`, `classes`, `size`, and each image's bytes."""
+
+    def __init__(self, folder: Path, split: str) -> None:
+        meta_path, data_path = folder / f"{split}.npz", folder / f"{split}.jpegs"
+        if not meta_path.is_file() or not data_path.is_file():
+            raise DataError(f"no ImageNet store for {split} in {folder}; {HOW_TO_MAKE}")
+        with np.load(meta_path, allow_pickle=False) as meta:
+            self.offsets = meta["offsets"]
+            self.labels = meta["labels"]
+            self.classes = [str(c) for c in meta["classes"]]
+            self.size, self.quality = int(meta["size"]), int(meta["quality"])
+        self.path = data_path
+        if os.path.getsize(data_path) != self.offsets[-1]:
+            raise DataError(f"{data_path} is truncated or stale; {HOW_TO_MAKE}")
+        self._bytes = np.memmap(data_path, dtype=np.uint8, mode="r") if self.offsets[-1] else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encoded(self, i: int) -> torch.Tensor:
+        """Image i's JPEG bytes as a 1-D uint8 CPU tensor (a copy out of the memory map)."""
+        return torch.from_numpy(np.array(self._bytes[self.offsets[i] : self.offsets[i + 1]]))
+
+    def decode(self, i: int) -> np.ndarray:
+        """Image i decoded on the CPU: uint8 (size, size, 3)."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        return decode_jpeg(self.encoded(i), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+
+
+class StoreDataset(Dataset):
+    """A store split through a reference (albumentations) transform, one image at a time on CPU:
+    what a DataLoader with worker processes reads. The batched loader is `StoreLoader`."""
+
+    def __init__(self, store: JpegStore, transform) -> None:
+        self.store, self.transform = store, transform
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.store.decode(i)), int(self.store.labels[i])
+
+
+_END = object()
+
+
+class StoreLoader:
+    """Iterable of (images float32 (B, 3, crop, crop), labels int64 (B,)) made on `device`.
+
+    For each batch: the JPEG bytes are read from the memory-mapped store, decoded -- with
+    `decode="device"` in one call of `torchvision.io.decode_jpeg(list, device=device)` (nvjpeg
+    on CUDA), with `decode="cpu"` (or on a CPU device) by a pool of `threads` threads running
+    libjpeg-turbo, then copied to the device from pinned memory -- stacked, and augmented by
+    `transform` (a batch transform) on the device. `decode="cpu"` is the fallback for GPUs whose
+    nvjpeg is slow on small images; `make bench` times both. A background thread prepares up
+    to `prefetch` batches ahead -- on CUDA in its own stream, the training stream waiting on an
+    event per batch -- so decoding overlaps training.
+
+    Order: a permutation per epoch from a numpy generator seeded by (`seed`, epoch), the same on
+    every rank (`seed=None`: the run's seed, `shared_seed`); under DDP each rank takes every
+    `world_size`-th image of it. The augmentation draws come from a device generator seeded by
+    (`seed`, rank) that carries on across epochs.
+    """
+
+    def __init__(
+        self,
+        store: JpegStore,
+        transform: BatchTransform,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        device: DeviceLike = "cpu",
+        seed: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        prefetch: int = 3,
+        threads: int = 4,
+        decode: str = "device",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if decode not in ("device", "cpu"):
+            raise ValueError(f"data.store_decode={decode!r} is unknown; choose device or cpu")
+        self.decode = decode
+        self.store, self.transform, self.batch_size = store, transform, batch_size
+        self.shuffle, self.drop_last, self.device = shuffle, drop_last, device
+        self.seed = shared_seed() if seed is None else seed
+        self.rank, self.world_size = rank, world_size
+        self.aug_seed = rank_seed(self.seed, rank)
+        self.prefetch, self.threads = max(1, prefetch), max(1, threads)
+        self.epoch = 0
+        self._generator: torch.Generator | None = None
+        self._labels: torch.Tensor | None = None
+
+    def _per_rank(self) -> int:
+        n = len(self.store)
+        return n // self.world_size if self.drop_last else -(-(n - self.rank) // self.world_size)
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> np.ndarray:
+        n = len(self.store)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        return order[self.rank :: self.world_size][: self._per_rank()]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = resolve_device(self.device)
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.aug_seed)
+            self._labels = torch.from_numpy(self.store.labels).to(device)
+        order = self._order()
+        self.epoch += 1
+        starts = range(0, len(self) * self.batch_size, self.batch_size)
+        batches = [order[s : s + self.batch_size] for s in starts]
+        yield from self._run(batches, device)
+
+    # -- the producer thread -----------------------------------------------------------------
+    def _run(self, batches: list[np.ndarray], device: torch.device):
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(batches, device, ready, stop), daemon=True
+        )
+        producer.start()
+        try:
+            while (item := ready.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                x, y, event = item
+                if event is not None:  # the training stream waits for this batch, not for all
+                    stream = torch.cuda.current_stream(device)
+                    stream.wait_event(event)
+                    x.record_stream(stream)
+                    y.record_stream(stream)
+                yield x, y
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    ready.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            producer.join()
+
+    def _produce(self, batches, device, ready: queue.Queue, stop: threading.Event) -> None:
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        try:
+            with ThreadPoolExecutor(self.threads) as pool:
+                if device.type == "cuda":
+                    with torch.cuda.device(device):
+                        stream = torch.cuda.Stream(device)
+                        with torch.cuda.stream(stream):
+                            for idx in batches:
+                                x, y = self._batch(idx, device, pool)
+                                event = torch.cuda.Event()
+                                event.record(stream)
+                                if not put((x, y, event)):
+                                    return
+                else:
+                    for idx in batches:
+                        if not put((*self._batch(idx, device, pool), None)):
+                            return
+            put(_END)
+        except BaseException as err:  # handed to the consumer, which raises it
+            put(err)
+
+    def _batch(self, idx: np.ndarray, device: torch.device, pool: ThreadPoolExecutor):
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        encoded = list(pool.map(self.store.encoded, idx))
+        if device.type == "cuda" and self.decode == "device":
+            batch = torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+        else:
+            batch = torch.stack(list(pool.map(
+                lambda data: decode_jpeg(data, mode=ImageReadMode.RGB), encoded)))
+            if device.type != "cpu":
+                batch = batch.pin_memory().to(device, non_blocking=True)
+        batch = batch.permute(0, 2, 3, 1)  # (B, H, W, 3) view of (B, 3, H, W)
+        labels = self._labels[torch.from_numpy(idx).to(device)]
+        return self.transform(batch, self._generator), labels
+
+
+__all__ = [
+    "JpegStore",
+    "StoreDataset",
+    "StoreLoader",
+    "encode_image",
+    "store_folder",
+    "write_store",
+]

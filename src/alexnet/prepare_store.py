@@ -1,0 +1,68 @@
+"""Write ImageNet's JPEG store: `python -m alexnet.prepare_store data=imagenet [key=value ...]`.
+
+Once per dataset: every train and val image through the paper's preprocessing (shorter side to
+`data.image_size`, central square), re-encoded as a JPEG of `data.store_quality`, into
+`<data root>/imagenet/store/` (see `alexnet.data.store`), using `data.num_workers` processes.
+A split whose store already holds the same number of images is skipped (`force=true` redoes it).
+Then train with `data.store=true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+from alexnet.data.folder import DataError, index_folder
+from alexnet.data.imagenet import HOW_TO_GET, ImageNetDataModule
+from alexnet.data.store import JpegStore, store_folder, write_store
+from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
+
+log = logging.getLogger(__name__)
+
+
+def prepare_store(cfg: DictConfig) -> list[str]:
+    """Write (or skip) the train and val stores; returns one summary line per split."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if not isinstance(datamodule, ImageNetDataModule):
+        raise ValueError("the JPEG store is for ImageNet: run with data=imagenet")
+    folder = store_folder(datamodule.folder)
+    lines = []
+    for split in ("train", "val"):
+        index = index_folder(datamodule.folder / split, HOW_TO_GET)
+        if not cfg.get("force") and _complete(folder, split, len(index), datamodule.image_size):
+            lines.append(f"{folder / split}.jpegs: up to date ({len(index)} images), skipped")
+            continue
+        start = time.perf_counter()
+        write_store(index, folder, split, size=datamodule.image_size,
+                    quality=datamodule.store_quality, workers=datamodule.num_workers)
+        store = JpegStore(folder, split)
+        seconds = time.perf_counter() - start
+        lines.append(
+            f"{store.path}: {len(store)} images, {store.offsets[-1] / 2**30:.2f} GiB, "
+            f"{len(store) / seconds:.0f} img/s"
+        )
+    return lines
+
+
+def _complete(folder, split: str, count: int, size: int) -> bool:
+    try:
+        store = JpegStore(folder, split)
+    except DataError:
+        return False
+    return len(store) == count and store.size == size
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        for line in prepare_store(cfg):
+            print(line)
+    except USER_ERRORS as err:
+        report_user_error(err)
+
+
+if __name__ == "__main__":
+    main()

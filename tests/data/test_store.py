@@ -1,0 +1,144 @@
+"""The ImageNet JPEG store: written once in the paper's preprocessing, read back in batches.
+
+Decoding runs on the CPU here (the same loader decodes on the GPU during training).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet.data import DataError
+from alexnet.data.batch_transforms import BatchEval, BatchTrain
+from alexnet.data.folder import index_folder, load_rgb, resize_shorter_and_center_crop
+from alexnet.data.stats import imagenet_default_stats
+from alexnet.data.store import JpegStore, StoreLoader, store_folder, write_store
+from alexnet.prepare_store import prepare_store
+from alexnet.train import build_data, train
+
+
+@pytest.fixture(scope="module")
+def store_root(imagenet_folder, tmp_path_factory):
+    """A copy-free data root whose imagenet/store/ holds both splits (written in-process)."""
+    folder = imagenet_folder / "imagenet"
+    for split in ("train", "val"):
+        write_store(index_folder(folder / split, "hint"), store_folder(folder), split,
+                    quality=90, workers=0)
+    return imagenet_folder
+
+
+def test_store_round_trip_is_the_paper_preprocessing(store_root):
+    folder = store_root / "imagenet"
+    index = index_folder(folder / "train", "hint")
+    store = JpegStore(store_folder(folder), "train")
+    assert len(store) == len(index) == 14  # 3 classes x 4, a grayscale and a CMYK file
+    assert store.labels.tolist() == index.labels and store.classes == index.classes
+    assert (store.size, store.quality) == (256, 90)
+    assert store.offsets[0] == 0 and np.all(np.diff(store.offsets) > 0)
+    for i in range(len(store)):
+        want = resize_shorter_and_center_crop(load_rgb(index.paths[i]), 256)
+        encoded = io.BytesIO()
+        Image.fromarray(want).save(encoded, format="JPEG", quality=90)
+        assert store.encoded(i).numpy().tobytes() == encoded.getvalue()
+        got = store.decode(i)
+        assert got.shape == (256, 256, 3) and got.dtype == np.uint8
+        # the re-encoding's error; pixel noise, as in these test images, is JPEG's worst case
+        assert np.abs(got.astype(np.int16) - want).mean() < 8.0
+
+
+def test_eval_loader_yields_every_image_once_with_its_label(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "val")
+    stats = imagenet_default_stats(256)
+    loader = StoreLoader(store, BatchEval(stats, 224, "center"), batch_size=4, shuffle=False,
+                         drop_last=False, threads=2)
+    assert len(loader) == 2
+    xs, ys = zip(*loader, strict=True)
+    assert [len(y) for y in ys] == [4, 2]
+    assert torch.cat(ys).tolist() == store.labels.tolist()
+    decoded = torch.from_numpy(np.stack([store.decode(i) for i in range(len(store))]))
+    assert torch.equal(torch.cat(xs), BatchEval(stats, 224, "center")(decoded))
+
+
+def test_train_loader_equals_batch_transform_of_decoded_images(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "train")
+    stats = imagenet_default_stats(256)
+    transform = BatchTrain(stats, crop=224, flip=True, lighting=0.1)
+    loader = StoreLoader(store, transform, batch_size=5, shuffle=True, drop_last=True, seed=11)
+    epoch = list(loader)
+    assert len(epoch) == len(loader) == 2
+    # Replay: the same permutation and the same device generator give the same batches.
+    order = np.random.default_rng([11, 0]).permutation(len(store))
+    generator = torch.Generator().manual_seed(loader.aug_seed)
+    for b, (x, y) in enumerate(epoch):
+        idx = order[b * 5 : (b + 1) * 5]
+        images = torch.from_numpy(np.stack([store.decode(i) for i in idx]))
+        assert torch.equal(x, transform(images, generator))
+        assert y.tolist() == store.labels[idx].tolist()
+    second = [y for _, y in loader]
+    assert not all(torch.equal(a, b) for (_, a), b in zip(epoch, second, strict=True))
+
+
+def test_stopping_early_ends_the_producer_thread(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "train")
+    loader = StoreLoader(store, BatchEval(imagenet_default_stats(256), 224), batch_size=2,
+                         shuffle=True, drop_last=True, prefetch=1)
+    for _ in range(3):
+        next(iter(loader))  # abandoned generators: their finally blocks stop the producer
+    x, _ = next(iter(loader))
+    assert x.shape == (2, 3, 224, 224)
+
+
+def test_store_config_selects_the_store_loader(cfg_factory, store_root):
+    cfg = cfg_factory(["data=imagenet", "aug=paper", "data.num_classes=3", "data.store=true",
+                       "data.batch_size=4", f"paths.data_dir={store_root}"])
+    dm = build_data(cfg)
+    loader = dm.train_dataloader()
+    assert isinstance(loader, StoreLoader) and isinstance(loader.transform, BatchTrain)
+    assert loader.transform.lighting == 0.1 and len(loader) == 3
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 224, 224) and y.dtype == torch.int64
+
+
+def test_unknown_decode_names_the_config_key(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "val")
+    with pytest.raises(ValueError, match="data.store_decode"):
+        StoreLoader(store, BatchEval(imagenet_default_stats(256), 224), 2, False, False,
+                    decode="gpu")
+
+
+def test_missing_store_names_the_make_target(cfg_factory, imagenet_folder, tmp_path):
+    empty = tmp_path / "data"
+    (empty / "imagenet").mkdir(parents=True)
+    cfg = cfg_factory(["data=imagenet", "data.store=true", f"paths.data_dir={empty}"])
+    with pytest.raises(DataError, match="make imagenet-store"):
+        build_data(cfg)
+
+
+def test_training_on_the_store(cfg_factory, store_root):
+    cfg = cfg_factory(["data=imagenet", "model=alexnet", "aug=paper", "aug.eval=ten_crop",
+                       "data.num_classes=3", "data.batch_size=2", "data.store=true",
+                       "debug=limit", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                       "logger.wandb=null", "trainer.accelerator=cpu",
+                       "callbacks.progress_bar=false", f"paths.data_dir={store_root}"])
+    results = train(cfg)
+    assert results["steps"] == 2
+    assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
+
+
+def test_prepare_store_writes_then_skips(cfg_factory, imagenet_folder, tmp_path):
+    root = tmp_path / "data"
+    (root / "imagenet").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "imagenet" / split).symlink_to(imagenet_folder / "imagenet" / split)
+    cfg = cfg_factory(["data=imagenet", f"paths.data_dir={root}", "data.num_workers=2",
+                       "data.store_quality=80"])
+    first = prepare_store(cfg)
+    assert "train.jpegs: 14 images" in first[0] and "val.jpegs: 6 images" in first[1]
+    store = JpegStore(root / "imagenet" / "store", "val")
+    assert len(store) == 6 and store.quality == 80
+    assert all("skipped" in line for line in prepare_store(cfg))
+    with pytest.raises(ValueError, match="data=imagenet"):
+        prepare_store(cfg_factory(["data=synthetic"]))
