@@ -44,3 +44,7 @@ data: install ## fetch CIFAR-10 into data/ (online) and compute its statistics
 
 data-stats: install ## compute mean image + RGB eigens for DATA=cifar10|imagenet, cached beside the data
 	$(PYTHON) -m alexnet.prepare task_name=prepare data=$(DATA) $(ARGS)
+
+.PHONY: check-data
+check-data: install ## list images of DATA=cifar10|imagenet that training would skip or convert (no training)
+	$(PYTHON) -m alexnet.check_data task_name=check_data data=$(DATA) $(ARGS)

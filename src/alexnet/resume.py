@@ -32,7 +32,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class ResumeCheckpoint(Checkpoint):
         self._plateau_pending: list[tuple[int, float]] = []
         self._restored: dict[str, Any] | None = None
         self._held_sigterm = False
+        self._save_at_next_batch = False
 
     # -- what goes into every checkpoint (this one, and ModelCheckpoint's) --------------------
     def state_dict(self) -> dict[str, Any]:
@@ -148,9 +149,11 @@ class ResumeCheckpoint(Checkpoint):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._rng_before_batch = None
         step = trainer.global_step
-        if (self.every_n_steps and batch_idx > 0 and step % self.every_n_steps == 0
-                and step != self.saved_step and not self._skip(trainer)):
+        due = self.every_n_steps and batch_idx > 0 and step % self.every_n_steps == 0
+        if (due or self._save_at_next_batch) and step != self.saved_step \
+                and not self._skip(trainer):
             self.save(trainer)
+        self._save_at_next_batch = False
         self._rng_before_batch = capture_rng()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -165,6 +168,12 @@ class ResumeCheckpoint(Checkpoint):
             pending = []
         if self._skip(trainer):
             return
+        if trainer.max_steps != -1 and not self._last_epoch(trainer):
+            # Resumed from an epoch end, a step-limited (max_steps) run replays an empty epoch in
+            # Lightning 2.6, shifting every later epoch; so such runs write the epoch boundary at
+            # the first batch of the next epoch, which resumes like any mid-epoch checkpoint.
+            self._save_at_next_batch = True
+            return
         # Lightning will step these after this hook; a run resumed from here does it on start.
         self._plateau_pending = pending
         try:
@@ -177,6 +186,16 @@ class ResumeCheckpoint(Checkpoint):
             path = self.save(trainer)
             if isinstance(exception, CleanStop):
                 exception.checkpoint = path
+
+    @staticmethod
+    def _last_epoch(trainer: L.Trainer) -> bool:
+        """Whether fit stops after this epoch (what is written now is the final state)."""
+        if trainer.should_stop:
+            return True
+        if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+            return True
+        return trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= \
+            trainer.max_epochs
 
     # -- SIGTERM during validation waits for its end ---------------------------------------------
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
@@ -206,3 +225,21 @@ class ResumeCheckpoint(Checkpoint):
     def _step_plateau(trainer: L.Trainer, index: int, value: float) -> None:
         config = trainer.lr_scheduler_configs[index]
         trainer.lightning_module.lr_scheduler_step(config.scheduler, value)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose standings survive a resume into a new run directory.
+
+    Lightning 2.6 restores `best_model_score` and the top-k list only when the checkpoint folder
+    is unchanged; a resumed run (Hydra gives it a new folder) would call its first validation
+    the best whatever its score, and test that checkpoint at the end. Here the previous run's
+    standings are adopted. Its files stay referenced (tested if nothing better comes) and are
+    never deleted: only files in this run's own folder are removed when a better one arrives.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({**state_dict, "dirpath": self.dirpath})
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if Path(filepath).parent == Path(self.dirpath):
+            super()._remove_checkpoint(trainer, filepath)

@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,7 +27,7 @@ from alexnet.data import DataError
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
 from alexnet.nonfinite import NonFiniteGuard, NonFiniteLoss
-from alexnet.resume import Preempted, ResumeCheckpoint
+from alexnet.resume import BestCheckpoint, Preempted, ResumeCheckpoint
 from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
         save_last = best.pop("save_last", True)
         every_n_steps = best.pop("every_n_steps", 0)
         callbacks.append(
-            ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch:03d}",
-                            auto_insert_metric_name=False, **best)
+            BestCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch:03d}",
+                           auto_insert_metric_name=False, **best)
         )
         if save_last:
             # last.ckpt: every N steps, each epoch end, on SIGTERM, with all needed to resume.

@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from alexnet.checkpoints import check_checkpoint
+from alexnet.checkpoints import CheckpointError, check_checkpoint
 
 MISSING = object()
 STAGES = ("train", "eval", "data")
@@ -189,7 +189,10 @@ class _Checks:
             raise ConfigError("ckpt_path is required; give ckpt_path=path/to/checkpoint.ckpt")
         if path is not None:
             purpose = "eval" if self.stage == "eval" else "resume"
-            self.checkpoint = check_checkpoint(path, purpose)
+            try:
+                self.checkpoint = check_checkpoint(path, purpose)
+            except CheckpointError as err:
+                raise ConfigError(str(err)) from None
 
     def data(self) -> None:
         cls = self.kwargs_of("data", extra=("aug",))
