@@ -1,9 +1,10 @@
 """Exact resume: a run stopped anywhere (crash, SIGKILL, SIGTERM) and resumed from last.ckpt ends
 with bit-identical weights to one that never stopped (CPU, deterministic mode).
 
-The setup is small but exercises everything that has to be restored: shuffled order, random crops,
-flips and PCA lighting, dropout, momentum, and a plateau schedule with patience 0 that divides the
-learning rate at epoch ends (one of which falls in the epoch a run is resumed in).
+The setup (tests/tiny_run.py) is small but exercises everything that has to be restored: shuffled
+order, random crops, flips and PCA lighting, dropout, momentum, and a plateau schedule with
+patience 0 that divides the learning rate at epoch ends (one of them in the epoch a run is
+resumed in).
 """
 
 from __future__ import annotations
@@ -20,37 +21,20 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose_config
+from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 
 import alexnet.train as train_module
 from alexnet.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-PER_EPOCH, EPOCHS, EVERY = 10, 3, 4
+EVERY = 4
 STEPS = PER_EPOCH * EPOCHS
 # The same 30 steps as a step-limited run (Lightning resumes those differently at epoch ends).
 BY_STEPS = ["trainer.max_epochs=-1", f"+trainer.max_steps={STEPS}"]
-BASE = [
-    "data=synthetic", "data.train_size=80", "data.val_size=32", "data.test_size=16",
-    "data.batch_size=8", "data.num_workers=0",
-    # A tiny net keeps this fast: VGG-A (with LRN and dropout) at 1/8 width, ~60k parameters.
-    "model=alexnet_cifar", "model.name=vgg_cifar", "~model.pool", "~model.towers",
-    "~model.conv_width", "+model.width=0.125",
-    "aug=cifar", "aug.lighting=0.1", "sched=plateau_paper", "sched.patience=0",
-    "trainer.accelerator=cpu", "trainer.deterministic=true", f"trainer.max_epochs={EPOCHS}",
-    "logger=none", "callbacks.progress_bar=false",
-    f"callbacks.checkpoint.every_n_steps={EVERY}", "test=false", "seed=7",
-]
+BASE = [*TINY, f"callbacks.checkpoint.every_n_steps={EVERY}"]
 # One intra-op thread in this process and in the subprocesses: float reductions then match bit
 # for bit, and the tiny net runs no slower (on a busy machine much faster) than with two.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def load(path: Path) -> dict:

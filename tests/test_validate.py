@@ -99,7 +99,8 @@ def test_num_classes_must_match_the_folders(cfg_factory, cifar_folder):
 
 def test_missing_data_root(cfg_factory, tmp_path):
     cfg = cfg_factory([f"paths.data_dir={tmp_path / 'nope'}", "data.download=false"])
-    with pytest.raises(ConfigError, match=r"data.root=.*nope does not exist; point DATA_DIR"):
+    with pytest.raises(ConfigError, match=r"data.root=.*nope does not exist, so .*nope/cifar10 "
+                                          r"cannot hold the data; point DATA_DIR"):
         validate_config(cfg)
 
 

@@ -221,9 +221,9 @@ class _Checks:
         root = Path(dm.root)
         if not root.exists() and not getattr(dm, "download", False):
             raise ConfigError(
-                f"data.root={root} does not exist; point DATA_DIR or paths.data_dir at the folder "
-                f"that holds {dm.name}/" + (" (or set data.download=true)"
-                                           if "download" in c["data"] else ""))
+                f"data.root={root} does not exist, so {folder} cannot hold the data; point "
+                f"DATA_DIR or paths.data_dir at the folder that holds {dm.name}/"
+                + (" (or set data.download=true)" if "download" in c["data"] else ""))
         found = _classes_on_disk(Path(folder))
         if found is not None and found != dm.num_classes:
             raise self.fail("data.num_classes", f"but {folder} holds {found} classes",

@@ -94,11 +94,16 @@ def download_cifar10(folder: Path, timeout: float = 30.0) -> Path:
         fetch(url, archive, md5, timeout)
     staging = folder / f".{base}.unpacking"
     shutil.rmtree(staging, ignore_errors=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        # filter="data" refuses absolute paths, links out of the folder and device files.
-        tar.extractall(staging, filter="data")
-    verify_batches(staging / base)
-    (staging / base).replace(folder / base)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            # filter="data" refuses absolute paths, links out of the folder and device files.
+            tar.extractall(staging, filter="data")
+        verify_batches(staging / base)
+        (staging / base).replace(folder / base)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DataError(f"{archive} cannot be unpacked safely ({type(err).__name__}: {err}); "
+                        f"delete it and run again") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("CIFAR-10 verified and unpacked in %s", folder / base)
     return folder / base
