@@ -8,13 +8,13 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import compose_config
-from tiny_run import TINY, one_thread  # noqa: F401
 
 import alexnet.train as train_module
 from alexnet.module import Classifier
 from alexnet.nonfinite import NonFiniteLoss
 from alexnet.train import train
+from conftest import compose_config
+from tiny_run import TINY, one_thread  # noqa: F401
 
 BAD_STEP = 13  # epoch 1, batch 3
 

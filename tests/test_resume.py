@@ -20,11 +20,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import compose_config
-from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 
 import alexnet.train as train_module
 from alexnet.train import train
+from conftest import compose_config
+from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EVERY = 4

@@ -127,7 +127,8 @@ def test_bad_ckpt_path(make, message, cfg_factory, tmp_path):
 
 
 def test_eval_needs_a_checkpoint_and_a_known_split(cfg_factory, tmp_path):
-    with pytest.raises(ConfigError, match="ckpt_path is required; give it on the command line: ckpt_path=path/to/"):
+    with pytest.raises(ConfigError, match="ckpt_path is required; give it on the command line: "
+                                          "ckpt_path=path/to/"):
         validate_config(cfg_factory(["data=synthetic"], name="eval"), "eval")
     with pytest.raises(ConfigError, match="split='tst' is unknown; choose one of test, val, both"):
         validate_config(cfg_factory(["data=synthetic", "split=tst", f"ckpt_path={tmp_path}"],
