@@ -81,3 +81,7 @@ bench: install ## img/s of the training step, raw loop vs Lightning, LRN, input 
 
 imagenet-store: install ## once: ImageNet resized + centre-cropped to 256 into one JPEG file per split
 	$(PYTHON) -m alexnet.prepare_store task_name=prepare_store data=imagenet $(ARGS)
+
+.PHONY: check-data
+check-data: install ## list images of DATA=cifar10|imagenet that training would skip or convert (no training)
+	$(PYTHON) -m alexnet.check_data task_name=check_data data=$(DATA) $(ARGS)

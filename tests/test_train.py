@@ -119,6 +119,6 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: CIFAR-10 not found")
+    assert lines[-1].startswith(f"error: data.root={empty} does not exist")
     assert str(empty / "cifar10") in lines[-1] and "DATA_DIR" in lines[-1]
     assert "Traceback" not in proc.stderr

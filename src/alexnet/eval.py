@@ -18,19 +18,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.module import Classifier
-from alexnet.train import CONF_DIR, USER_ERRORS, build_data, check_ckpt_path, report_user_error
+from alexnet.train import CONF_DIR, USER_ERRORS, build_data, report_user_error
+from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores of `cfg.ckpt_path` on the chosen split(s); returns what `eval.json` holds."""
+    validate_config(cfg, "eval")  # before any data or model work; checks the checkpoint too
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed)
-    ckpt_path = check_ckpt_path(cfg.ckpt_path)
+    ckpt_path = cfg.ckpt_path
     datamodule = build_data(cfg)
-    module = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    # weights_only: loading a checkpoint never runs code from it (alexnet.checkpoints).
+    module = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     splits = ["val", "test"] if cfg.split == "both" else [cfg.split]
     if set(splits) - {"val", "test"}:

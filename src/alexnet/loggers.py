@@ -1,18 +1,33 @@
-"""CSV and W&B loggers for a run directory; W&B never waits on the network unless asked to."""
+"""CSV and W&B loggers for a run directory; W&B never waits on the network unless asked to.
+
+Online W&B without a network must not hang a run (wandb's own retries take minutes): before an
+online run starts, a TCP connection to the W&B server is tried with a 3-second timeout (skipped
+when a proxy is configured, since the direct route may then be closed on purpose), and
+`wandb.init` gets `init_timeout`; either failing gives a warning and an offline run in the same
+place, which `wandb sync <run dir>/wandb/offline-run-*` uploads later.
+"""
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 # Lower is better for these; W&B's summary shows their best value, not the last one.
 MIN_SUMMARY_METRICS = ("val/top1_err", "val/top5_err")
 STEP_METRIC = "trainer/global_step"  # WandbLogger's x-axis
+log = logging.getLogger(__name__)
+
+WANDB_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT_S = 3.0
+INIT_TIMEOUT_S = 30.0
 
 
 def logged_in_to_wandb() -> bool:
@@ -32,6 +47,38 @@ def wandb_mode(requested: str = "auto") -> str:
     if requested == "auto":
         return "online" if logged_in_to_wandb() else "offline"
     return requested
+
+
+def wandb_reachable(url: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the W&B server (WANDB_BASE_URL or api.wandb.ai) opens within
+    `timeout` seconds. True without trying when a proxy is configured."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return True
+    parsed = urlparse(url or os.environ.get("WANDB_BASE_URL") or WANDB_URL)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _wandb_logger(mode: str, wb: Mapping[str, Any], name: str, tags: list[str],
+                  output_dir: Path, config: Mapping[str, Any], group: str | None) -> Logger:
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(
+        project=wb.get("project", "alexnet-lab"),
+        name=wb.get("name") or name,
+        group=wb.get("group") or group,
+        tags=list(tags),
+        save_dir=str(output_dir),
+        mode=mode,
+        settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S),
+    )
+    logger.log_hyperparams(dict(config))  # starts the run: fails here, not mid-training
+    return logger
 
 
 def build_loggers(
@@ -54,19 +101,25 @@ def build_loggers(
         loggers.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
     wb = spec.get("wandb")
     if wb:
-        from lightning.pytorch.loggers import WandbLogger
-
         mode = wandb_mode(wb.get("mode", "auto"))
+        if mode == "online" and not wandb_reachable():
+            url = os.environ.get("WANDB_BASE_URL") or WANDB_URL
+            log.warning("W&B server %s is unreachable: logging offline to %s/wandb instead "
+                        "(upload later with `wandb sync`)", url, output_dir)
+            mode = "offline"
+        if mode == "online":
+            try:
+                logger = _wandb_logger(mode, wb, name, tags, output_dir, config, group)
+                define_summaries(logger.experiment)
+                loggers.append(logger)
+                return loggers
+            except Exception as err:  # wandb.errors.CommError, UsageError, timeouts ...
+                log.warning("W&B online run could not start (%s): logging offline to %s/wandb "
+                            "instead", str(err).splitlines()[0], output_dir)
+                finish_wandb()
+                mode = "offline"
         if mode != "disabled":
-            logger = WandbLogger(
-                project=wb.get("project", "alexnet-lab"),
-                name=wb.get("name") or name,
-                group=wb.get("group") or group,
-                tags=list(tags),
-                save_dir=str(output_dir),
-                mode=mode,
-            )
-            logger.log_hyperparams(dict(config))
+            logger = _wandb_logger(mode, wb, name, tags, output_dir, config, group)
             define_summaries(logger.experiment)
             loggers.append(logger)
     return loggers
@@ -87,3 +140,6 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+        # finish() can return before the service has written the run's last records (the test
+        # metrics) to disk; tearing the service down waits for that. A next run starts its own.
+        wandb.teardown()

@@ -18,7 +18,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks import ImagesSeen, SpeedMonitor
@@ -27,7 +28,10 @@ from alexnet.data import DataError
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
 from alexnet.multirun import run_sweep_job, sweep_dir_of_job
+from alexnet.nonfinite import NonFiniteGuard, NonFiniteLoss
 from alexnet.parallel.launch import mark_rank_from_env, module_class, prepare_parallel
+from alexnet.resume import BestCheckpoint, Preempted, ResumeCheckpoint
+from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -48,17 +52,16 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     if spec.get("checkpoint"):
         best = dict(spec.checkpoint)
         save_last = best.pop("save_last", True)
+        every_n_steps = best.pop("every_n_steps", 0)
         callbacks.append(
-            ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch:03d}",
-                            auto_insert_metric_name=False, **best)
+            BestCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch:03d}",
+                           auto_insert_metric_name=False, **best)
         )
         if save_last:
-            # Lightning 2.6's save_last only writes when a top-k file was written in the same
-            # step; a monitor-less callback writes last.ckpt after every epoch, better or not.
-            callbacks.append(
-                ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last",
-                                monitor=None, save_top_k=1, enable_version_counter=False)
-            )
+            # last.ckpt: every N steps, each epoch end, on SIGTERM, with all needed to resume.
+            callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", every_n_steps))
+    if spec.get("nonfinite", "stop") != "off":
+        callbacks.append(NonFiniteGuard(spec.get("nonfinite", "stop")))
     if spec.get("progress_bar"):
         # Refreshing the bar every step costs measurable throughput on fast GPUs.
         callbacks.append(TQDMProgressBar(refresh_rate=spec.get("progress_refresh", 20)))
@@ -87,12 +90,13 @@ def check_ckpt_path(ckpt_path: str | None) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as `cfg` says; returns what `results.json` holds."""
+    validate_config(cfg, "train")  # before any data or model work
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     mark_rank_from_env()  # before the loggers: one W&B run per training, not per rank
-    ckpt_path = check_ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")  # validate_config checked it exists
 
     datamodule = build_data(cfg)
     module = build_module(cfg)
@@ -106,15 +110,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     try:
         prepare_parallel(trainer, datamodule)  # data.batch_size is the global batch
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint else ""
-        if checkpoint is not None and checkpoint.best_model_score is not None:
-            metrics["val/best_top1_err"] = float(checkpoint.best_model_score)
-        if cfg.get("test"):
-            tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-            metrics.update({k: float(v) for k, v in tested[0].items()})
+        try:
+            # weights_only: loading a checkpoint never runs code from it (alexnet.checkpoints).
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if checkpoint else ""
+            if checkpoint is not None and checkpoint.best_model_score is not None:
+                metrics["val/best_top1_err"] = float(checkpoint.best_model_score)
+            if cfg.get("test"):
+                tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
+                                      weights_only=True)
+                metrics.update({k: float(v) for k, v in tested[0].items()})
+        except (SIGTERMException, NonFiniteLoss) as stop:
+            raise stopped(stop, cfg, trainer, datamodule, callbacks, output_dir) from None
         results = {
             "task_name": cfg.task_name,
             "status": "ok",
@@ -124,6 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_s": time.perf_counter() - start,
             "train_img_per_s": next(c for c in callbacks if isinstance(c, SpeedMonitor)).img_per_s,
             "best_ckpt": best,
+            **health(ckpt_path, datamodule, callbacks),
             "config": config,
         }
         if trainer.is_global_zero:  # every rank gets here; one results.json per training
@@ -132,6 +142,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         finish_wandb()
+
+
+def health(ckpt_path, datamodule, callbacks) -> dict[str, Any]:
+    """What went wrong but did not stop the run, for `results.json`."""
+    guard = next((c for c in callbacks if isinstance(c, NonFiniteGuard)), None)
+    return {"resumed_from": ckpt_path, "bad_images": datamodule.bad_images(),
+            "nonfinite_skipped": guard.skipped if guard else []}
+
+
+def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir) -> BaseException:
+    """Record a run that stopped early (SIGTERM, non-finite loss) in `results.json`; returns
+    what to raise: `Preempted` (exit status 143) or the NonFiniteLoss."""
+    resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
+    saved = str(resume.path) if resume is not None and resume.path.is_file() else None
+    preempted = isinstance(stop, SIGTERMException)
+    write_results(output_dir, {
+        "task_name": cfg.task_name,
+        "status": "preempted" if preempted else "nonfinite_loss",
+        "error": None if preempted else str(stop),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "resume_ckpt": saved,
+        **health(cfg.get("ckpt_path"), datamodule, callbacks),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    })
+    if not preempted:
+        return stop
+    return Preempted(f"SIGTERM at global step {trainer.global_step}; "
+                     + (f"resume with ckpt_path={saved}" if saved else "no checkpoint written"))
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
@@ -144,7 +183,7 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-USER_ERRORS = (DataError, ValueError, FileNotFoundError)
+USER_ERRORS = (DataError, ValueError, FileNotFoundError, NonFiniteLoss)
 
 
 def report_user_error(err: Exception) -> None:
@@ -164,6 +203,9 @@ def main(cfg: DictConfig) -> None:
         return
     try:
         train(cfg)
+    except Preempted as stop:
+        print(f"preempted: {stop.message}", file=sys.stderr)
+        raise
     except USER_ERRORS as err:
         report_user_error(err)
 

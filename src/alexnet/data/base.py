@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.data.folder import FolderIndex, load_rgb, resize_shorter_and_center_crop
+from alexnet.data.folder import DataError, FolderIndex, resize_shorter_and_center_crop
+from alexnet.data.images import MAX_PIXELS, BadImage, ImageRecord, open_rgb
+from alexnet.data.order import KeyedItems, order_state, train_order, worker_init
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import build_transforms
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 Transform = Callable[[np.ndarray], torch.Tensor]
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(KeyedItems, Dataset):
     """Images held in memory as one uint8 (N, H, W, 3) array (CIFAR, synthetic data)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Transform) -> None:
@@ -30,24 +32,48 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def item(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[i]), int(self.labels[i])
 
 
-class FolderDataset(Dataset):
-    """Images decoded from disk on every read (ImageNet), after the paper's resize + centre crop."""
+class FolderDataset(KeyedItems, Dataset):
+    """Images decoded from disk on every read (ImageNet), after the paper's resize + centre crop.
 
-    def __init__(self, index: FolderIndex, transform: Transform, size: int = 256) -> None:
+    A file that cannot be used (`alexnet.data.images.SKIPPED`) is replaced by the next usable one
+    in the index (its label with it), and `record` counts what was found, workers included.
+    """
+
+    # Consecutive unusable files after which the folder is taken to be broken, not just dirty.
+    MAX_REPLACEMENTS = 100
+
+    def __init__(self, index: FolderIndex, transform: Transform, size: int = 256,
+                 max_pixels: int = MAX_PIXELS) -> None:
         self.index, self.transform, self.size = index, transform, size
+        self.max_pixels = max_pixels
+        self.record = ImageRecord(index.paths)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def load(self, i: int) -> np.ndarray:
-        return resize_shorter_and_center_crop(load_rgb(self.index.paths[i]), self.size)
+        img, notes = open_rgb(self.index.paths[i], self.max_pixels)
+        if notes:
+            self.record.note(i, notes)
+        return resize_shorter_and_center_crop(img, self.size)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.load(i)), self.index.labels[i]
+    def item(self, i: int) -> tuple[torch.Tensor, int]:
+        for j in range(i, i + self.MAX_REPLACEMENTS):
+            j %= len(self)
+            if self.record.skipped(j):
+                continue
+            try:
+                return self.transform(self.load(j)), self.index.labels[j]
+            except BadImage as bad:
+                self.record.note(j, [bad.kind], bad.detail)
+        raise DataError(
+            f"{self.MAX_REPLACEMENTS} consecutive unusable images from {self.index.paths[i]} on; "
+            f"`python -m alexnet.check_data` lists what is wrong with {self.index.root}"
+        )
 
 
 def split_train_val(n: int, val_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +116,10 @@ class ClassificationDataModule(L.LightningDataModule):
         self.gpu_resident = gpu_resident
         self.class_names: list[str] = []
         self._stats: DatasetStats | None = None
+        # The training order follows the run's seed (seed_everything sets torch's initial seed);
+        # a restored checkpoint brings back its own (alexnet.data.order).
+        self.order_seed = int(torch.initial_seed())
+        self._resume_order: dict[str, int] | None = None
 
     # -- statistics --------------------------------------------------------------------------
     @property
@@ -132,6 +162,24 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"classes; set data.num_classes={found}"
             )
 
+    def bad_images(self) -> dict[str, dict[str, int]]:
+        """{split: {kind: files}} of the problem images found so far (alexnet.data.images)."""
+        found = {}
+        for split in ("train", "val", "test"):
+            record = getattr(getattr(self, f"{split}_set", None), "record", None)
+            if record is not None and (counts := record.counts()):
+                found[split] = counts
+        return found
+
+    # -- resuming: where in the training order a checkpoint stands ---------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_order": order_state(self.trainer, self.order_seed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_order" in state_dict:
+            self._resume_order = dict(state_dict["train_order"])
+            self.order_seed = self._resume_order["seed"]
+
     # -- loaders -----------------------------------------------------------------------------
     def model_device(self) -> torch.device:
         """Where the LightningModule being trained is (CPU when no trainer is attached)."""
@@ -158,25 +206,32 @@ class ClassificationDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
         )
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        device_loader = self._device_loader(dataset, shuffle, batch_size)
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
+        # Training passes its resumable order as the sampler; evaluation passes none.
+        device_loader = self._device_loader(dataset, sampler is not None, batch_size)
         if device_loader is not None:
             return device_loader
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            sampler=sampler,
+            drop_last=sampler is not None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            worker_init_fn=worker_init,
+            # A generator of its own: creating an iterator then draws nothing from torch's global
+            # RNG, whose state a checkpoint restores (dropout must replay exactly on resume).
+            generator=torch.Generator().manual_seed(self.order_seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        order = train_order(len(self.train_set), self.batch_size, self.order_seed,
+                            self.trainer, self._resume_order)
+        return self._loader(self.train_set, self.batch_size, sampler=order)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, self.eval_batch_size)
+        return self._loader(self.val_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, self.eval_batch_size)
+        return self._loader(self.test_set, self.eval_batch_size)

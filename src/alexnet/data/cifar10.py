@@ -1,23 +1,27 @@
 """CIFAR-10 from `<root>/cifar10/`, in either layout people already have:
 
 - the official python batches as torchvision keeps them: `cifar10/cifar-10-batches-py/`
-  (downloaded there by torchvision when `download=true` and the network is up), or
+  (downloaded there when `download=true` and the network is up, and checked against the
+  official MD5s on every read: alexnet.data.download), or
 - an image-folder tree: `cifar10/train/<class>/*.jpg` and `cifar10/test/<class>/*.jpg`.
 
 All 60,000 images are decoded once into uint8 arrays held in memory; a decoded copy is cached in
-`cifar10/decoded.npz` so the next run (say, job 2 of an ablation grid) skips decoding.
+`cifar10/decoded-<split>.npz` so the next run (say, job 2 of an ablation grid) skips decoding.
+Files of a folder tree that cannot be decoded are left out and counted (alexnet.data.images).
 """
 
 from __future__ import annotations
 
 import logging
-import socket
+import os
 from pathlib import Path
 
 import numpy as np
 
 from alexnet.data.base import ArrayDataset, ClassificationDataModule, split_train_val
-from alexnet.data.folder import DataError, decode_all, index_folder
+from alexnet.data.download import DownloadFailed, download_cifar10, verify_batches
+from alexnet.data.folder import DataError, index_folder
+from alexnet.data.images import count_kinds, decode_all, flags_ok
 from alexnet.data.stats import DatasetStats, compute_stats
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ def _fingerprint(paths: list[Path]) -> np.ndarray:
 
 class CIFAR10DataModule(ClassificationDataModule):
     name = "cifar10"
+    image_size = 32
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         super().__init__(root, num_classes, batch_size, num_workers, **kwargs)
         self.val_size, self.split_seed, self.download = val_size, split_seed, download
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._flags: dict[str, np.ndarray] = {}  # per file of a folder tree: alexnet.data.images
 
     @property
     def folder(self) -> Path:
@@ -60,18 +66,10 @@ class CIFAR10DataModule(ClassificationDataModule):
     def prepare_data(self) -> None:
         batches = self.folder / "cifar-10-batches-py"
         if self.download and not batches.exists() and not (self.folder / "train").exists():
-            from torchvision.datasets import CIFAR10
-
-            # torchvision's urllib download has no timeout of its own; never hang offline.
-            previous = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(30)
             try:
-                CIFAR10(self.folder, train=True, download=True)
-            except OSError as err:
-                raise DataError(f"could not download CIFAR-10 into {self.folder} ({err}); "
-                                f"{HOW_TO_GET}") from err
-            finally:
-                socket.setdefaulttimeout(previous)
+                download_cifar10(self.folder)
+            except DownloadFailed as err:
+                raise DownloadFailed(f"{err}; {HOW_TO_GET}") from err
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(images uint8 (N,32,32,3), labels int64 (N,)) of the official `train` or `test` split."""
@@ -83,13 +81,9 @@ class CIFAR10DataModule(ClassificationDataModule):
         if (self.folder / "cifar-10-batches-py").is_dir():
             from torchvision.datasets import CIFAR10
 
-            try:
-                ds = CIFAR10(self.folder, train=split == "train", download=False)
-            except RuntimeError as err:  # torchvision checks every file's md5
-                raise DataError(
-                    f"{self.folder / 'cifar-10-batches-py'} is incomplete or corrupted ({err}); "
-                    "delete it and run with data.download=true"
-                ) from err
+            # MD5s first: a clear error naming the bad file, and nothing unpickled unverified.
+            verify_batches(self.folder / "cifar-10-batches-py")
+            ds = CIFAR10(self.folder, train=split == "train", download=False)
             self.class_names = list(ds.classes)
             return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
         if not self.folder.is_dir():
@@ -108,15 +102,28 @@ class CIFAR10DataModule(ClassificationDataModule):
         fingerprint = _fingerprint(paths)
         if cache.exists():
             with np.load(cache, allow_pickle=False) as f:
-                if np.array_equal(f["fingerprint"], fingerprint):
+                if np.array_equal(f["fingerprint"], fingerprint) and "flags" in f:
+                    self._flags[split] = f["flags"]
                     return f["images"], f["labels"]
         log.info("decoding %d CIFAR-10 %s images from %s", len(paths), split, self.folder)
-        images = decode_all(paths, size=32)
-        try:
-            np.savez(cache, images=images, labels=labels, fingerprint=fingerprint)
+        # Files that cannot be decoded are left out (their labels with them) and counted.
+        images, flags = decode_all(paths, size=32)
+        labels = labels[flags_ok(flags)]
+        self._flags[split] = flags
+        if problems := count_kinds(flags):
+            log.warning("CIFAR-10 %s: %s", split, problems)
+        try:  # via a temporary file: another run reading the cache never sees half of it
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            with tmp.open("wb") as f:
+                np.savez(f, images=images, labels=labels, fingerprint=fingerprint, flags=flags)
+            tmp.replace(cache)
         except OSError as err:  # read-only data folder: decode again next time
             log.warning("could not cache decoded images at %s (%s)", cache, err)
         return images, labels
+
+    def bad_images(self) -> dict[str, dict[str, int]]:
+        """{split: {kind: files}} found when decoding a folder tree (official `train`/`test`)."""
+        return {split: c for split, flags in self._flags.items() if (c := count_kinds(flags))}
 
     # -- splits ------------------------------------------------------------------------------
     def compute_stats(self) -> DatasetStats:

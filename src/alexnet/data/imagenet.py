@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Subset
 
 from alexnet.data.base import ClassificationDataModule, FolderDataset
 from alexnet.data.folder import DataError, index_folder
+from alexnet.data.images import MAX_PIXELS
 from alexnet.data.stats import DatasetStats, compute_stats, imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreDataset, StoreLoader, store_folder
 
@@ -41,6 +42,7 @@ class ImageNetDataModule(ClassificationDataModule):
         store: bool = False,
         store_quality: int = 90,
         store_decode: str = "device",
+        max_pixels: int = MAX_PIXELS,
         **kwargs,
     ) -> None:
         super().__init__(root, num_classes, batch_size, num_workers, **kwargs)
@@ -48,6 +50,7 @@ class ImageNetDataModule(ClassificationDataModule):
         self.stats_images = stats_images
         # Read the prepared JPEG store (alexnet.data.store), decode and augment on the device.
         self.store, self.store_quality, self.store_decode = store, store_quality, store_decode
+        self.max_pixels = max_pixels  # larger files are skipped unread (decompression bombs)
 
     @property
     def folder(self) -> Path:
@@ -69,7 +72,7 @@ class ImageNetDataModule(ClassificationDataModule):
         """One pass over the training images (or a random `stats_images` of them), batched
         through worker processes."""
         index = index_folder(self.folder / "train", HOW_TO_GET)
-        dataset = FolderDataset(index, transform=np.asarray, size=self.image_size)
+        dataset = FolderDataset(index, np.asarray, self.image_size, self.max_pixels)
         if self.stats_images:
             rng = np.random.default_rng(0)
             keep = rng.choice(len(index), min(self.stats_images, len(index)), replace=False)
@@ -94,9 +97,9 @@ class ImageNetDataModule(ClassificationDataModule):
         self.check_classes(len(train.classes))
         self.class_names = train.classes
         train_tf, val_tf, test_tf = self.transforms()
-        self.train_set = FolderDataset(train, train_tf, self.image_size)
-        self.val_set = FolderDataset(val, val_tf, self.image_size)
-        self.test_set = FolderDataset(val, test_tf, self.image_size)
+        self.train_set = FolderDataset(train, train_tf, self.image_size, self.max_pixels)
+        self.val_set = FolderDataset(val, val_tf, self.image_size, self.max_pixels)
+        self.test_set = FolderDataset(val, test_tf, self.image_size, self.max_pixels)
 
     def _setup_store(self) -> None:
         train = JpegStore(store_folder(self.folder), "train")

@@ -35,6 +35,7 @@ seeds numpy, `random` and torch, which albumentations does not use), e.g. in a `
 from __future__ import annotations
 
 import inspect
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -183,6 +184,14 @@ class Preset:
                 f"crop={self.crop} is larger than the image ({h}x{w}{padded}); "
                 f"lower aug.crop or use bigger images"
             )
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random draws from `seed`. The training sampler passes one seed per batch
+        (alexnet.data.order), which makes augmentation independent of the workers and exactly
+        resumable; the per-worker reseed below then has nothing left to do."""
+        info = get_worker_info()
+        self._worker_seed = None if info is None else info.seed
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def _reseed_in_worker(self) -> None:
         info = get_worker_info()

@@ -1,0 +1,102 @@
+"""Nothing hangs on the network: W&B online without a server falls back to offline in seconds,
+and importing the package makes no request (albumentations' update check is off).
+
+Only loopback addresses are used: WANDB_BASE_URL points at a closed local port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alexnet import loggers
+from alexnet.loggers import build_loggers, finish_wandb
+
+REPO = Path(__file__).resolve().parents[1]
+CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+@pytest.fixture
+def online_without_server(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a dummy key: "logged in"
+    monkeypatch.setenv("WANDB_BASE_URL", CLOSED)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    yield
+    finish_wandb()
+
+
+SPEC = {"csv": False, "wandb": {"project": "alexnet-lab", "mode": "auto"}}
+
+
+def test_wandb_online_without_server_falls_back_to_offline_fast(online_without_server, tmp_path,
+                                                                caplog):
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
+        (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
+    assert time.monotonic() - start < 15  # the probe itself gives up after 3 s
+    assert f"W&B server {CLOSED} is unreachable: logging offline" in caplog.text
+    assert logger.experiment.settings.mode == "offline"
+    finish_wandb()
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.mark.slow
+def test_wandb_init_failure_falls_back_to_offline(online_without_server, tmp_path, caplog,
+                                                  monkeypatch):
+    # Second line of defence: the probe passes (as behind a proxy) but wandb.init cannot start.
+    monkeypatch.setattr(loggers, "wandb_reachable", lambda: True)
+    monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 2.0)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
+        (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
+    assert time.monotonic() - start < 90
+    assert "W&B online run could not start" in caplog.text
+    assert logger.experiment.settings.mode == "offline"
+
+
+def test_probe_gives_up_quickly_on_a_closed_port():
+    start = time.monotonic()
+    assert not loggers.wandb_reachable(CLOSED, timeout=3.0)
+    assert time.monotonic() - start < 3.5
+
+
+GUARD = """
+import socket, sys, urllib.request
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[1:] or args)[:80])
+    raise OSError("network disabled by the test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+urllib.request.urlopen = refuse
+{imports}
+print("NO_ALBUMENTATIONS_UPDATE=" + __import__("os").environ.get("NO_ALBUMENTATIONS_UPDATE", ""))
+print("attempts=%d" % len(attempts))
+"""
+
+
+def run_guarded(imports: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    proc = subprocess.run([sys.executable, "-c", GUARD.format(imports=imports)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_importing_the_package_makes_no_request():
+    out = run_guarded("import alexnet.data.transforms, alexnet.train")
+    assert "NO_ALBUMENTATIONS_UPDATE=1" in out and "attempts=0" in out
+
+
+def test_the_guard_would_see_albumentations_update_check():
+    # Control: albumentations on its own (no alexnet import first) does try to reach PyPI.
+    out = run_guarded("import albumentations")
+    assert "attempts=0" not in out

@@ -1,0 +1,84 @@
+"""A NaN loss stops the run naming the step, after saving the state before it, or is skipped."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+
+import alexnet.train as train_module
+from alexnet.module import Classifier
+from alexnet.nonfinite import NonFiniteLoss
+from alexnet.train import train
+from conftest import compose_config
+from tiny_run import TINY, one_thread  # noqa: F401
+
+BAD_STEP = 13  # epoch 1, batch 3
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """The loss of global step BAD_STEP becomes NaN, as after an overflow or a corrupt batch."""
+    original = Classifier.training_step
+
+    def training_step(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * math.nan if self.trainer.global_step == BAD_STEP else loss
+
+    monkeypatch.setattr(Classifier, "training_step", training_step)
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_nan_stops_with_the_step_and_saves_the_state_before_it(poisoned, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss) as caught:
+        train(compose_config("train", TINY, out))
+    last = out / "checkpoints" / "last.ckpt"
+    message = str(caught.value)
+    assert message.startswith(f"train/loss is nan at global step {BAD_STEP} (epoch 1, batch 3); "
+                              f"the weights before it are saved in {last}")
+    assert "callbacks.nonfinite=skip" in message and "\n" not in message
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == BAD_STEP
+    assert all(torch.isfinite(w).all() for w in state["state_dict"].values())
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "nonfinite_loss" and results["error"] == message
+    assert results["resume_ckpt"] == str(last) and results["steps"] == BAD_STEP
+
+
+class Snapshots(L.Callback):
+    """The weights at the start of every step."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.at[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+
+def test_skip_leaves_the_weights_untouched_and_counts(poisoned, tmp_path, monkeypatch):
+    snapshots = Snapshots()
+    build = train_module.build_callbacks
+    monkeypatch.setattr(train_module, "build_callbacks", lambda c, o: [*build(c, o), snapshots])
+    results = train(compose_config("train", [*TINY, "callbacks.nonfinite=skip"], tmp_path / "r"))
+    assert results["status"] == "ok" and results["nonfinite_skipped"] == [BAD_STEP]
+    before, after = snapshots.at[BAD_STEP], snapshots.at[BAD_STEP + 1]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
+    assert not all(torch.equal(after[k], snapshots.at[BAD_STEP + 2][k]) for k in after)
+
+
+def test_resuming_the_stopped_run_with_skip_equals_skipping_from_the_start(poisoned, tmp_path):
+    with pytest.raises(NonFiniteLoss):
+        train(compose_config("train", TINY, tmp_path / "a"))
+    skip = [*TINY, "callbacks.nonfinite=skip"]
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    train(compose_config("train", [*skip, f"ckpt_path={last}"], tmp_path / "b"))
+    train(compose_config("train", skip, tmp_path / "c"))
+    resumed, straight = (weights(tmp_path / r / "checkpoints" / "last.ckpt") for r in "bc")
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
