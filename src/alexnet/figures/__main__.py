@@ -50,7 +50,7 @@ def render_checkpoint(cfg: DictConfig) -> FigureSet:
     run_dir = run_dir_of(ckpt_path)
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir / "figures"
     datamodule = build_data(cfg)
-    module = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    module = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     figures = render_figures(module, datamodule, out_dir, options,
                              metrics_csv=run_dir / "csv" / "metrics.csv")
     wb = (cfg.get("logger") or {}).get("wandb")

@@ -142,7 +142,7 @@ def time_towers(name: str, kwargs: dict, batch: int, steps: int) -> dict[str, li
         out = str(Path(tmp) / "times.pt")
         mp.spawn(_tower_worker, args=(_free_port(), name, kwargs, batch, steps, out),
                  nprocs=TOWERS, join=True)
-        return torch.load(out)
+        return torch.load(out, weights_only=True)
 
 
 def time_grouped(name: str, kwargs: dict, batch: int, steps: int, threads: int) -> list[float]:
