@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks import SpeedMonitor
 from alexnet.data import DataError
+from alexnet.init_from import init_from_checkpoint
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
 
@@ -64,14 +65,19 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
 
 def build_module(cfg: DictConfig) -> Classifier:
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    # How to initialise is a training choice, not part of the network a checkpoint rebuilds.
+    init_from = model.pop("init_from", None)
     sched = cfg.get("sched")
-    return Classifier(
+    module = Classifier(
         model=model,
         optimizer=hydra.utils.instantiate(cfg.optim),
         scheduler=hydra.utils.instantiate(sched) if sched and "_target_" in sched else None,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
     )
+    if init_from:
+        init_from_checkpoint(module.net, init_from)
+    return module
 
 
 def check_ckpt_path(ckpt_path: str | None) -> str | None:

@@ -35,16 +35,20 @@ class ArrayDataset(Dataset):
 
 
 class FolderDataset(Dataset):
-    """Images decoded from disk on every read (ImageNet), after the paper's resize + centre crop."""
+    """Images decoded from disk on every read (ImageNet), after the paper's resize + centre crop
+    to `size` x `size`; `size=None` keeps the original image (VGG's transforms rescale it)."""
 
-    def __init__(self, index: FolderIndex, transform: Transform, size: int = 256) -> None:
+    def __init__(self, index: FolderIndex, transform: Transform, size: int | None = 256) -> None:
         self.index, self.transform, self.size = index, transform, size
 
     def __len__(self) -> int:
         return len(self.index)
 
     def load(self, i: int) -> np.ndarray:
-        return resize_shorter_and_center_crop(load_rgb(self.index.paths[i]), self.size)
+        img = load_rgb(self.index.paths[i])
+        if self.size is None:
+            return np.asarray(img, dtype=np.uint8)
+        return resize_shorter_and_center_crop(img, self.size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.load(i)), self.index.labels[i]
@@ -114,11 +118,12 @@ class ClassificationDataModule(L.LightningDataModule):
             log.warning("could not cache dataset statistics at %s (%s)", self.stats_path, err)
 
     def transforms(self) -> tuple[Transform, Transform, Transform]:
-        """(train, val, test) transforms. Ten-crop testing applies to the test set only: the
-        validation error that drives the plateau schedule uses the centre crop, 10x cheaper."""
+        """(train, val, test) transforms. Ten-crop, multi-crop and dense testing apply to the test
+        set only: the validation error that drives the plateau schedule uses the centre crop,
+        many times cheaper."""
         train, test = build_transforms(self.aug, self.stats())
         val = test
-        if self.aug.get("eval") == "ten_crop":
+        if self.aug.get("eval", "center") != "center":
             val = build_transforms({**self.aug, "eval": "center"}, self.stats())[1]
         return train, val, test
 
@@ -131,6 +136,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        # A transform whose outputs differ in size (VGG's dense evaluation) says how to batch them.
+        collate_fn = getattr(getattr(dataset, "transform", None), "collate_fn", None)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -139,6 +146,7 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            collate_fn=collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:
