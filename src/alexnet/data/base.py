@@ -47,7 +47,7 @@ class FolderDataset(Dataset):
     def load(self, i: int) -> np.ndarray:
         img = load_rgb(self.index.paths[i])
         if self.size is None:
-            return np.asarray(img, dtype=np.uint8)
+            return np.array(img, dtype=np.uint8)  # a writable copy, as torch wants
         return resize_shorter_and_center_crop(img, self.size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
