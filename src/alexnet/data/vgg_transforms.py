@@ -48,12 +48,24 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
-def to_chw_float(img: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 3xHxW in 0..255 units."""
+def to_chw_uint8(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> uint8 3xHxW (a view when possible).
+
+    The presets rescale and crop in uint8 and convert only the result to float: torch's
+    antialiased bilinear resize is ~6x faster on uint8 than on float32 (a 500x375 image to
+    S = 384: 6 ms vs 36 ms on one loaded CPU core), at the cost of rounding to whole levels.
+    """
     arr = np.asarray(img)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 HxWx3 image, got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()
+    if not arr.flags.writeable:  # torch warns on read-only arrays (e.g. np.asarray(PIL image))
+        arr = arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+
+
+def to_chw_float(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float32 3xHxW in 0..255 units."""
+    return to_chw_uint8(img).float()
 
 
 def _scale_range(scale: int | Sequence[int]) -> tuple[int, int]:
@@ -73,7 +85,7 @@ def _mean_tensor(mean_rgb: Sequence[float]) -> torch.Tensor:
 
 
 class IsotropicRescale:
-    """Rescale a 3xHxW float tensor so its shorter side is S, keeping the aspect ratio.
+    """Rescale a 3xHxW tensor (uint8 or float) so its shorter side is S, keeping the aspect ratio.
 
     ``scale`` is an int S (fixed) or a pair (S_min, S_max): S is then drawn uniformly from the
     integers in [S_min, S_max] on every call (scale jitter). ``last_scale`` holds the S used.
@@ -163,10 +175,10 @@ class VGGTrain:
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
         self._reseed_in_worker()
-        x = self.rescale(to_chw_float(img))
+        x = self.rescale(to_chw_uint8(img))
         h, w = x.shape[-2:]
         top, left = self._randint(h - self.crop + 1), self._randint(w - self.crop + 1)
-        x = x[:, top : top + self.crop, left : left + self.crop]
+        x = x[:, top : top + self.crop, left : left + self.crop].float()
         if self.flip and self._randint(2):
             x = torch.flip(x, dims=(-1,))
         if self.eigval is not None and self.lighting > 0:
@@ -194,8 +206,8 @@ class VGGDenseEval:
         return f"VGGDenseEval(scale={self.scales if self.multi_scale else self.scales[0]})"
 
     def __call__(self, img: np.ndarray) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        x = to_chw_float(img)
-        views = tuple((rescale(x) - self.mean).contiguous() for rescale in self.rescales)
+        x = to_chw_uint8(img)
+        views = tuple((rescale(x).float() - self.mean).contiguous() for rescale in self.rescales)
         return views if self.multi_scale else views[0]
 
     @staticmethod
@@ -241,12 +253,12 @@ class VGGCenterEval:
         return f"VGGCenterEval(scale={self.scales}, crop={self.crop})"
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
-        x, c = to_chw_float(img), self.crop
+        x, c = to_chw_uint8(img), self.crop
         crops = []
         for rescale in self.rescales:
             y = rescale(x)
             top, left = (y.shape[-2] - c) // 2, (y.shape[-1] - c) // 2
-            crops.append(y[:, top : top + c, left : left + c] - self.mean)
+            crops.append(y[:, top : top + c, left : left + c].float() - self.mean)
         out = torch.stack(crops) if self.multi_scale else crops[0]
         return out.contiguous()
 
@@ -285,10 +297,10 @@ class VGGMultiCrop:
         return np.linspace(0, size - self.crop, self.grid).round().astype(int).tolist()
 
     def __call__(self, img: np.ndarray) -> torch.Tensor:
-        x, c = to_chw_float(img), self.crop
+        x, c = to_chw_uint8(img), self.crop
         crops = []
         for rescale in self.rescales:
-            y = rescale(x) - self.mean
+            y = rescale(x).float() - self.mean
             grid = [
                 y[:, top : top + c, left : left + c]
                 for top in self._corners(y.shape[-2])
