@@ -16,11 +16,17 @@ from alexnet.train import train
 
 FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false",
         "compile=false"]  # compiling on CPU takes minutes (experiment=cifar10_fast turns it on)
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml"))
+# Full-size VGG (138M parameters): ~30 s for one step on 2 CPU cores.
+SLOW_EXPERIMENTS = {"vgg_imagenet", "vgg_lrn_imagenet"}
+_EXPERIMENT_FILES = (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml")
+EXPERIMENTS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXPERIMENTS else name
+    for name in sorted(p.stem for p in _EXPERIMENT_FILES)
+]
 
 
 def data_overrides(experiment: str, cifar: Path, imagenet: Path) -> list[str]:
-    if experiment.startswith("paper_imagenet"):
+    if "imagenet" in experiment:
         return [f"paths.data_dir={imagenet}", "data.batch_size=2", "data.num_classes=3"]
     return [f"paths.data_dir={cifar}", "data.batch_size=8", "data.val_size=40"]
 

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.models import build_model
+from alexnet.models.dense import dense_posteriors
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -59,9 +60,12 @@ class Classifier(L.LightningModule):
         self._loss_sum: torch.Tensor | None = None
         self._loss_steps = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list) -> torch.Tensor:
         """Logits for (N, C, H, W) input; for (N, crops, C, H, W) input (ten-crop testing) the
-        log of the softmax averaged over the crops, as the paper averages predictions."""
+        log of the softmax averaged over the crops, as the paper averages predictions; for a list
+        of whole images of any sizes (VGG's dense evaluation) the log of their dense posteriors."""
+        if isinstance(x, (list, tuple)):
+            return dense_posteriors(self.net, x).clamp_min(1e-12).log()
         if x.ndim == 5:
             n, crops = x.shape[:2]
             logits = self._net(x.flatten(0, 1))
@@ -82,7 +86,8 @@ class Classifier(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits.float(), y) if x.ndim == 4 else F.nll_loss(logits, y)
+        plain = torch.is_tensor(x) and x.ndim == 4  # else forward returned log-posteriors
+        loss = F.cross_entropy(logits.float(), y) if plain else F.nll_loss(logits, y)
         top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
         top1.update(logits.detach(), y)
         top5.update(logits.detach(), y)

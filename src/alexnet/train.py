@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.callbacks import ImagesSeen, SpeedMonitor
 from alexnet.dashboard import figure_callbacks, figures_at_train_end, wandb_identity
 from alexnet.data import DataError
+from alexnet.init_from import init_from_checkpoint
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
 from alexnet.multirun import run_sweep_job, sweep_dir_of_job
@@ -72,14 +73,19 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
 
 def build_module(cfg: DictConfig) -> Classifier:
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    # How to initialise is a training choice, not part of the network a checkpoint rebuilds.
+    init_from = model.pop("init_from", None)
     sched = cfg.get("sched")
-    return module_class(cfg.trainer)(
+    module = module_class(cfg.trainer)(
         model=model,
         optimizer=hydra.utils.instantiate(cfg.optim),
         scheduler=hydra.utils.instantiate(sched) if sched and "_target_" in sched else None,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
     )
+    if init_from:
+        init_from_checkpoint(module.net, init_from)
+    return module
 
 
 def check_ckpt_path(ckpt_path: str | None) -> str | None:

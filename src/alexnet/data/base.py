@@ -37,7 +37,8 @@ class ArrayDataset(KeyedItems, Dataset):
 
 
 class FolderDataset(KeyedItems, Dataset):
-    """Images decoded from disk on every read (ImageNet), after the paper's resize + centre crop.
+    """Images decoded from disk on every read (ImageNet), after the paper's resize + centre crop
+    to `size` x `size`; `size=None` keeps the original image (VGG's transforms rescale it).
 
     A file that cannot be used (`alexnet.data.images.SKIPPED`) is replaced by the next usable one
     in the index (its label with it), and `record` counts what was found, workers included.
@@ -46,7 +47,7 @@ class FolderDataset(KeyedItems, Dataset):
     # Consecutive unusable files after which the folder is taken to be broken, not just dirty.
     MAX_REPLACEMENTS = 100
 
-    def __init__(self, index: FolderIndex, transform: Transform, size: int = 256,
+    def __init__(self, index: FolderIndex, transform: Transform, size: int | None = 256,
                  max_pixels: int = MAX_PIXELS) -> None:
         self.index, self.transform, self.size = index, transform, size
         self.max_pixels = max_pixels
@@ -59,6 +60,8 @@ class FolderDataset(KeyedItems, Dataset):
         img, notes = open_rgb(self.index.paths[i], self.max_pixels)
         if notes:
             self.record.note(i, notes)
+        if self.size is None:
+            return np.array(img, dtype=np.uint8)  # a writable copy, as torch wants
         return resize_shorter_and_center_crop(img, self.size)
 
     def item(self, i: int) -> tuple[torch.Tensor, int]:
@@ -147,11 +150,12 @@ class ClassificationDataModule(L.LightningDataModule):
             log.warning("could not cache dataset statistics at %s (%s)", self.stats_path, err)
 
     def transforms(self) -> tuple[Transform, Transform, Transform]:
-        """(train, val, test) transforms. Ten-crop testing applies to the test set only: the
-        validation error that drives the plateau schedule uses the centre crop, 10x cheaper."""
+        """(train, val, test) transforms. Ten-crop, multi-crop and dense testing apply to the test
+        set only: the validation error that drives the plateau schedule uses the centre crop,
+        many times cheaper."""
         train, test = build_transforms(self.aug, self.stats())
         val = test
-        if self.aug.get("eval") == "ten_crop":
+        if self.aug.get("eval", "center") != "center":
             val = build_transforms({**self.aug, "eval": "center"}, self.stats())[1]
         return train, val, test
 
@@ -211,6 +215,8 @@ class ClassificationDataModule(L.LightningDataModule):
         device_loader = self._device_loader(dataset, sampler is not None, batch_size)
         if device_loader is not None:
             return device_loader
+        # A transform whose outputs differ in size (VGG's dense evaluation) says how to batch them.
+        collate_fn = getattr(getattr(dataset, "transform", None), "collate_fn", None)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -223,6 +229,7 @@ class ClassificationDataModule(L.LightningDataModule):
             # A generator of its own: creating an iterator then draws nothing from torch's global
             # RNG, whose state a checkpoint restores (dropout must replay exactly on resume).
             generator=torch.Generator().manual_seed(self.order_seed),
+            collate_fn=collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:

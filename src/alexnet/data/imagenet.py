@@ -2,6 +2,9 @@
 
 Every image is decoded on read, its shorter side resized to 256 (small images are upscaled) and
 the central 256x256 patch kept — the paper's preprocessing — before the augmentation in `aug`.
+`image_size=None` (`data.image_size=null`) keeps the original image instead, for VGG's scale
+jitter and dense evaluation (`aug=vgg`), which rescale every image themselves; decoding then costs
+more (full-size JPEGs decode ~10x slower than 256x256 ones), so give the loader more workers.
 The labels of ILSVRC's test set are not public, so the official validation set serves as both
 validation and test set, as for the paper's ILSVRC-2012 figures (40.7 / 18.2 top-1/top-5).
 """
@@ -21,6 +24,7 @@ from alexnet.data.stats import DatasetStats, compute_stats, imagenet_default_sta
 from alexnet.data.store import JpegStore, StoreDataset, StoreLoader, store_folder
 
 log = logging.getLogger(__name__)
+STATS_SIZE = 256  # image side for the statistics when data.image_size=null
 
 HOW_TO_GET = (
     "download ILSVRC-2012 from image-net.org (it cannot be fetched automatically) and arrange it "
@@ -37,7 +41,7 @@ class ImageNetDataModule(ClassificationDataModule):
         num_classes: int = 1000,
         batch_size: int = 128,
         num_workers: int = 8,
-        image_size: int = 256,
+        image_size: int | None = 256,
         stats_images: int = 0,
         store: bool = False,
         store_quality: int = 90,
@@ -65,14 +69,21 @@ class ImageNetDataModule(ClassificationDataModule):
                 "`make data-stats DATA=imagenet` computes the paper's mean image",
                 self.stats_path,
             )
-            self._stats = imagenet_default_stats(self.image_size)
+            self._stats = imagenet_default_stats(self.stats_size)
         return super().stats()
+
+    @property
+    def stats_size(self) -> int:
+        """Side of the images the statistics are computed on. With the originals kept (VGG, which
+        only needs the mean colour), the paper's 256x256 centre crops serve: the mean image of
+        images of many sizes is not defined, and their mean colour barely differs."""
+        return self.image_size or STATS_SIZE
 
     def compute_stats(self) -> DatasetStats:
         """One pass over the training images (or a random `stats_images` of them), batched
         through worker processes."""
         index = index_folder(self.folder / "train", HOW_TO_GET)
-        dataset = FolderDataset(index, np.asarray, self.image_size, self.max_pixels)
+        dataset = FolderDataset(index, np.asarray, self.stats_size, self.max_pixels)
         if self.stats_images:
             rng = np.random.default_rng(0)
             keep = rng.choice(len(index), min(self.stats_images, len(index)), replace=False)
@@ -96,6 +107,7 @@ class ImageNetDataModule(ClassificationDataModule):
             )
         self.check_classes(len(train.classes))
         self.class_names = train.classes
+        self._check_image_size()
         train_tf, val_tf, test_tf = self.transforms()
         self.train_set = FolderDataset(train, train_tf, self.image_size, self.max_pixels)
         self.val_set = FolderDataset(val, val_tf, self.image_size, self.max_pixels)
@@ -132,6 +144,20 @@ class ImageNetDataModule(ClassificationDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
+
+    def _check_image_size(self) -> None:
+        vgg = self.aug.get("name") == "vgg"
+        if self.image_size is None and not vgg:
+            raise ValueError(
+                f"data.image_size=null keeps the original image sizes, which only aug=vgg "
+                f"rescales itself; use data.image_size=256 with aug={self.aug.get('name')}"
+            )
+        if self.image_size is not None and vgg:
+            log.warning(
+                "aug=vgg with data.image_size=%s: images are first cut to %sx%s centre squares "
+                "(AlexNet's preprocessing); data.image_size=null gives VGG the original images",
+                self.image_size, self.image_size, self.image_size,
+            )
 
 
 def _stack_images(batch: list[tuple[np.ndarray, int]]) -> np.ndarray:

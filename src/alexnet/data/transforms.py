@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from alexnet.data.stats import DatasetStats
+from alexnet.data.vgg_transforms import build_vgg_transforms
 
 # --------------------------------------------------------------------------------------------
 # The two transforms the paper adds to albumentations' crops and flips
@@ -320,7 +321,9 @@ def build_transforms(
       `PaperTrain` and `PaperEval` (`eval: "ten_crop"` gives `TenCrop`, same crop);
     - `{"name": "cifar", "pad": 4, "crop": 32, "flip": True, "lighting": 0.0}`: `CifarTrain`
       and `NoAug`;
-    - `{"name": "none"}` (optionally `crop`): `NoAug` for both.
+    - `{"name": "none"}` (optionally `crop`): `NoAug` for both;
+    - `{"name": "vgg", "scale": [256, 512], "eval": "dense", ...}`: VGG's scale-jitter presets,
+      see `alexnet.data.vgg_transforms.build_vgg_transforms`.
 
     Other keys go to the train preset's keyword arguments (an unknown one raises ValueError);
     `seed` (argument or key, the argument wins) seeds the train preset's `A.Compose`.
@@ -341,4 +344,6 @@ def build_transforms(
     if name == "none":
         train = _make(NoAug, stats, kwargs)
         return train, NoAug(stats, crop=train.crop)
-    raise ValueError(f"aug.name={name!r} is unknown; choose paper, cifar or none")
+    if name == "vgg":
+        return build_vgg_transforms(kwargs, stats)
+    raise ValueError(f"aug.name={name!r} is unknown; choose paper, cifar, none or vgg")
