@@ -257,6 +257,9 @@ class _Checks:
         from alexnet.models import build_model
 
         spec = dict(model)
+        init_from = spec.pop("init_from", None)  # a training choice, not a network kwarg
+        if init_from and not Path(init_from).is_file():
+            raise ConfigError(f"model.init_from={init_from} does not exist; give a .ckpt file")
         try:
             with torch.device("meta"):
                 return build_model(**spec)
