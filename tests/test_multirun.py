@@ -89,6 +89,13 @@ def test_retry_moves_the_last_attempt_aside(tmp_path):
     assert set_aside_previous_attempt(job) is None  # nothing left to move
 
 
+def test_extra_ranks_of_a_job_leave_the_bookkeeping_to_the_first(tmp_path, monkeypatch):
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed"}))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_sweep_job(job_cfg(tmp_path), lambda cfg: "ran", tmp_path.parent) == "ran"
+    assert not (tmp_path / ATTEMPTS).exists()
+
+
 def test_wandb_runs_are_grouped_by_sweep_and_named_by_job(tmp_path):
     cfg = job_cfg(tmp_path / "model.lrn=True,seed=0",
                   wandb={"project": "p", "group": None, "name": None, "mode": "offline"})

@@ -172,6 +172,10 @@ def run_sweep_job(
     KeyboardInterrupt writes ``"interrupted"`` and propagates: Ctrl-C stops the sweep.
     """
     job_dir = Path(cfg.paths.output_dir)
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        # A rank Lightning started for a multi-device job: the job's first process does the
+        # bookkeeping (moving files here would pull them from under it).
+        return task(cfg)
     if is_done(job_dir):
         log.info("skipping %s: results.json says it finished", job_dir)
         return read_results(job_dir) or {}

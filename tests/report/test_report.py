@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 
 import matplotlib.image as mpimg
 import pytest
@@ -252,8 +253,15 @@ def test_report_is_logged_to_wandb_offline(tmp_path):
     write_report(tmp_path, wandb=True)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    data = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for key in (b"report/table", b"report/figure", b"my-sweep", b"verdict/0"):
+    keys = (b"report/table", b"report/figure", b"my-sweep", b"verdict/0")
+    # wandb-core may still be writing the file when finish() returns (seen on a loaded CPU)
+    deadline = time.monotonic() + 60
+    while True:
+        data = next(runs[0].glob("run-*.wandb")).read_bytes()
+        if all(k in data for k in keys) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for key in keys:
         assert key in data
     # read_sweep ignores the W&B dir: it is no job
     assert len(read_sweep(tmp_path).jobs) == 2 and not read_sweep(tmp_path).stale
