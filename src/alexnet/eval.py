@@ -50,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "ckpt_path": str(Path(ckpt_path).resolve()),
         "eval": OmegaConf.to_container(cfg.aug, resolve=True).get("eval", "center"),
         "metrics": metrics,
+        "bad_images": datamodule.bad_images(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (output_dir / "eval.json").write_text(json.dumps(results, indent=2))

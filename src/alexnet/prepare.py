@@ -11,9 +11,11 @@ import hydra
 from omegaconf import DictConfig
 
 from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
+from alexnet.validate import validate_config
 
 
 def prepare(cfg: DictConfig) -> str:
+    validate_config(cfg, "data")
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     stats = datamodule.compute_stats()

@@ -13,8 +13,9 @@ and this callback adds what is still missing for a bit-identical continuation:
   run was restarted in. Both are done here (see `_plateau_steps`).
 
 Step checkpoints are written at the start of a batch, so the state is that of a clean boundary
-(the previous batch and any validation after it are complete). Lightning writes files through a
-temporary name, so a SIGKILL during a save leaves the previous `last.ckpt` intact.
+(the previous batch and any validation after it are complete). The file is written under a
+temporary name in the same folder and renamed, so a SIGKILL during a save leaves the previous
+`last.ckpt` intact.
 
 SIGTERM: Lightning 2.6 (outside SLURM too) notes the signal and raises `SIGTERMException` at the
 end of the current batch; this callback then saves. A SIGTERM that arrives during validation is
@@ -24,6 +25,7 @@ held back until validation ends, so a checkpoint never holds half an evaluation.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import warnings
 from pathlib import Path
@@ -141,7 +143,12 @@ class ResumeCheckpoint(Checkpoint):
         return bool(trainer.fast_dev_run) or trainer.sanity_checking
 
     def save(self, trainer: L.Trainer) -> str:
-        trainer.save_checkpoint(self.path, weights_only=False)
+        # Lightning stages files in the system temp dir and moves them, which is a copy (not
+        # atomic) when that is another filesystem; a rename within the folder always is.
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        trainer.save_checkpoint(partial, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
         self.saved_step = trainer.global_step
         log.info("resume checkpoint written: %s (step %d)", self.path, trainer.global_step)
         return str(self.path)

@@ -153,7 +153,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def health(ckpt_path, datamodule, callbacks) -> dict[str, Any]:
     """What went wrong but did not stop the run, for `results.json`."""
     guard = next((c for c in callbacks if isinstance(c, NonFiniteGuard)), None)
-    return {"resumed_from": ckpt_path, "bad_images": datamodule.bad_images(),
+    bad = datamodule.bad_images()
+    if bad:
+        log.warning("problem images (skipped or converted, per split and kind): %s", bad)
+    return {"resumed_from": ckpt_path, "bad_images": bad,
             "nonfinite_skipped": guard.skipped if guard else []}
 
 

@@ -202,7 +202,8 @@ class _Checks:
         self.integer("data.num_workers", 0)
         for key in ("val_size", "stats_images", "split_seed"):
             self.integer(f"data.{key}", 0)
-        for key in ("image_size", "max_pixels", "train_size", "test_size"):
+        self.integer("data.image_size", 1, allow=(None,))  # null: original sizes (VGG jitter)
+        for key in ("max_pixels", "train_size", "test_size"):
             self.integer(f"data.{key}", 1)
         for key in ("download", "pin_memory"):
             self.boolean(f"data.{key}")
@@ -257,9 +258,14 @@ class _Checks:
         from alexnet.models import build_model
 
         spec = dict(model)
-        init_from = spec.pop("init_from", None)  # a training choice, not a network kwarg
-        if init_from and not Path(init_from).is_file():
-            raise ConfigError(f"model.init_from={init_from} does not exist; give a .ckpt file")
+        # How to initialise is a training choice, not a network argument (alexnet.train pops it).
+        init_from = spec.pop("init_from", None)
+        if init_from is not None:
+            try:
+                check_checkpoint(init_from, "eval")
+            except CheckpointError as err:
+                raise ConfigError(str(err).replace("ckpt_path=", "model.init_from=", 1)) \
+                    from None
         try:
             with torch.device("meta"):
                 return build_model(**spec)
@@ -357,13 +363,20 @@ class _Checks:
                 count > torch.cuda.device_count():
             raise self.fail("trainer.devices", f"but {torch.cuda.device_count()} GPU(s) are "
                             "visible", f"use trainer.devices<={torch.cuda.device_count()}")
-        if isinstance(count, int) and count > 1:
+        # data.batch_size is the global batch that data parallelism splits across processes
+        # (conf/trainer/ddp.yaml); the two-tower split gives every process the whole batch.
+        if isinstance(count, int) and count > 1 and not self.tower_strategy():
             world = count * self.get("trainer.num_nodes", 1)
             batch = self.get("data.batch_size", None)
             if isinstance(batch, int) and batch % world:
                 raise self.fail("data.batch_size", f"is not divisible by the {world} devices "
                                 "(trainer.devices x trainer.num_nodes)",
                                 f"use a multiple of {world}")
+
+    def tower_strategy(self) -> bool:
+        strategy = self.get("trainer.strategy", None)
+        name = strategy.get("_target_", "") if isinstance(strategy, Mapping) else strategy
+        return isinstance(name, str) and "tower" in name.lower()
 
     def strategy(self) -> None:
         strategy = self.get("trainer.strategy", MISSING)
