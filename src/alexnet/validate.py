@@ -354,8 +354,9 @@ class _Checks:
             except ValueError:
                 raise self.fail("trainer.devices", "is not a device count or list",
                                 "use e.g. 1, 2, -1 (all) or auto") from None
-        if isinstance(devices, bool) or (isinstance(devices, int) and devices in (0,)) or \
-                (isinstance(devices, int) and devices < -1):
+        valid_count = isinstance(devices, int) and not isinstance(devices, bool) and \
+            (devices >= 1 or devices == -1)
+        if not (valid_count or devices == "auto" or isinstance(devices, list)):
             raise self.fail("trainer.devices", "is not a device count",
                             "use e.g. 1, 2, -1 (all) or auto")
         count = len(devices) if isinstance(devices, list) else devices
