@@ -25,7 +25,7 @@ def sweeper_params(experiment: str) -> dict:
 @pytest.mark.parametrize("experiment,params,model", [
     ("lrn_pool", {"model.lrn": "true,false", "model.pool": "overlap,nonoverlap",
                   "seed": "0,1,2"}, "alexnet_cifar"),
-    ("towers", {"split": "two_towers,one_tower_half,one_tower", "seed": "0,1,2"},
+    ("towers", {"tower_layout": "two_towers,one_tower_half,one_tower", "seed": "0,1,2"},
      "alexnet_cifar"),
     ("cifar_lrn", {"model.lrn": "true,false", "seed": "0,1,2"}, "four_layer"),
     ("relu_vs_tanh", {"model.activation": "relu,tanh", "optim.lr": "0.0025,0.005,0.01,0.02",
@@ -42,12 +42,12 @@ def test_relu_vs_tanh_has_no_regularisation():
     assert cfg.optim.weight_decay == 0 and cfg.model.lrn is False and cfg.aug.name == "none"
 
 
-@pytest.mark.parametrize("split,towers,width", [("two_towers", 2, 1.0),
+@pytest.mark.parametrize("layout,towers,width", [("two_towers", 2, 1.0),
                                                 ("one_tower_half", 1, 0.5),
                                                 ("one_tower", 1, 1.0)])
-def test_split_sets_towers_and_width_on_any_model(cfg_factory, split, towers, width):
+def test_tower_layout_sets_towers_and_width_on_any_model(cfg_factory, layout, towers, width):
     for model in ("alexnet_cifar", "alexnet"):
-        cfg = cfg_factory(["experiment=towers", f"split={split}", f"model={model}"])
+        cfg = cfg_factory(["experiment=towers", f"tower_layout={layout}", f"model={model}"])
         assert (cfg.model.name, cfg.model.towers, cfg.model.conv_width) == (model, towers, width)
 
 

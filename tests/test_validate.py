@@ -27,7 +27,7 @@ CASES = [
     (["model.dropout=1.5"], "model.dropout=1.5 must be a probability in [0, 1)"),
     (["+model.depth=5"], "unexpected keyword argument 'depth'"),
     (["model.num_classes=5"], "model.num_classes=5 but data.num_classes=10; leave model."),
-    (["aug.name=fancy"], "aug.name='fancy' is unknown; choose paper, cifar or none"),
+    (["aug.name=fancy"], "aug.name='fancy' is unknown; choose paper, cifar, none or vgg"),
     (["aug.lighting=-1"], "aug.lighting=-1 is the std of the PCA coefficients; use >= 0"),
     (["data.batch_size=abc"], "data.batch_size='abc' must be a whole number"),
     (["data.batch_size=0"], "data.batch_size=0 must be >= 1"),
