@@ -42,6 +42,15 @@ def resolve_device(device: DeviceLike) -> torch.device:
     return torch.device(device() if callable(device) else device)
 
 
+
+def images_per_rank(n: int, rank: int, world_size: int, drop_last: bool) -> int:
+    """How many of `n` images rank `rank` sees (its stride-`world_size` share)."""
+    return n // world_size if drop_last else -(-(n - rank) // world_size)
+
+
+def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)
+
 class DeviceLoader:
     """Iterable of (images float32 (B, 3, crop, crop), labels int64 (B,)) on `device`.
 
@@ -77,12 +86,10 @@ class DeviceLoader:
         self._generator: torch.Generator | None = None
 
     def _per_rank(self) -> int:
-        n = len(self.images)
-        return n // self.world_size if self.drop_last else -(-(n - self.rank) // self.world_size)
+        return images_per_rank(len(self.images), self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
-        n = self._per_rank()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(self._per_rank(), self.batch_size, self.drop_last)
 
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The uint8 images and labels on `device`, copied there on first use."""

@@ -38,7 +38,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from alexnet.data.batch_transforms import BatchTransform
-from alexnet.data.device_loader import DeviceLike, rank_seed, resolve_device, shared_seed
+from alexnet.data.device_loader import (
+    DeviceLike,
+    batch_count,
+    images_per_rank,
+    rank_seed,
+    resolve_device,
+    shared_seed,
+)
 from alexnet.data.folder import DataError, FolderIndex, load_rgb, resize_shorter_and_center_crop
 
 log = logging.getLogger(__name__)
@@ -225,12 +232,10 @@ class StoreLoader:
         self._labels: torch.Tensor | None = None
 
     def _per_rank(self) -> int:
-        n = len(self.store)
-        return n // self.world_size if self.drop_last else -(-(n - self.rank) // self.world_size)
+        return images_per_rank(len(self.store), self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
-        n = self._per_rank()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(self._per_rank(), self.batch_size, self.drop_last)
 
     def _order(self) -> np.ndarray:
         n = len(self.store)
