@@ -221,7 +221,7 @@ def test_failing_job_does_not_stop_the_grid(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_status = {r["status"]: r for r in results_by_dir(out).values()}
     assert set(by_status) == {"ok", "failed"}  # the job after the failed one ran
-    assert by_status["failed"]["error"].startswith("ValueError: init='bogus' is unknown")
+    assert by_status["failed"]["error"].startswith("ConfigError: model.init='bogus' is unknown")
     assert by_status["ok"]["config"]["model"]["name"] == "four_layer"
     [bogus] = [p.parent for p in out.glob("*/results.json") if "bogus" in p.parent.name]
     assert "Traceback" in (bogus / "train.log").read_text()  # the details stay in the job log

@@ -286,7 +286,7 @@ class _Checks:
         blank = np.zeros((size, size, 3), np.uint8)
         try:
             train, evaluate = build_transforms(aug, stats)
-            shapes = [("train", tuple(train(blank).shape)), ("eval", tuple(evaluate(blank).shape))]
+            shapes = [("train", _shape(train(blank))), ("eval", _shape(evaluate(blank)))]
         except (TypeError, ValueError) as err:
             raise ConfigError(_prefixed("aug", err)) from None
         return [(what, shape[-3:]) for what, shape in shapes]
@@ -515,3 +515,9 @@ class LogDirCheck(_HydraCallback):
                 raise ConfigError(message) from err
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+
+
+def _shape(output) -> tuple[int, ...]:
+    """An eval transform may give one tensor per test scale (VGG's multi-scale dense eval)."""
+    first = output[0] if isinstance(output, (tuple, list)) else output
+    return tuple(first.shape)
