@@ -89,7 +89,9 @@ class Classifier(L.LightningModule):
         if stage == "train":
             self._log_train_loss(loss)
         else:
-            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y))
+            # sync_dist: under DDP the epoch's loss is the mean over every rank's images (one
+            # reduction per epoch, none per step).
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def _log_train_loss(self, loss: torch.Tensor) -> None:
