@@ -94,7 +94,8 @@ class Classifier(L.LightningModule):
         if stage == "train":
             self._log_train_loss(loss)
         else:
-            # sync_dist: under DDP the epoch's val/test loss is the mean over every rank's images.
+            # sync_dist: under DDP the epoch's loss is the mean over every rank's images (one
+            # reduction per epoch, none per step).
             self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
