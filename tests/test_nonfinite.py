@@ -82,3 +82,64 @@ def test_resuming_the_stopped_run_with_skip_equals_skipping_from_the_start(poiso
     train(compose_config("train", skip, tmp_path / "c"))
     resumed, straight = (weights(tmp_path / r / "checkpoints" / "last.ckpt") for r in "bc")
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+# The device path: a fused optimizer skips the bad step's update itself (its `found_inf`), and
+# the host reads the flags every `log_every_n_steps` steps instead of syncing on every step.
+FUSED = [*TINY, "optim.fused=true", "trainer.log_every_n_steps=4"]
+
+
+class Reads(L.Callback):
+    """Counts how often the guard read its flags on the host, and the flags it read."""
+
+    def __init__(self, guard_cls) -> None:
+        self.reads, self.flags = 0, 0
+        original = guard_cls._read
+
+        def read(guard, trainer):
+            self.reads += bool(guard._pending)
+            self.flags += len(guard._pending)
+            return original(guard, trainer)
+
+        self.patch = read
+
+
+def test_fused_skip_reads_flags_at_log_steps_only(poisoned, tmp_path, monkeypatch):
+    from alexnet.nonfinite import NonFiniteGuard
+
+    snapshots, reads = Snapshots(), Reads(NonFiniteGuard)
+    monkeypatch.setattr(NonFiniteGuard, "_read", reads.patch)
+    build = train_module.build_callbacks
+    monkeypatch.setattr(train_module, "build_callbacks", lambda c, o: [*build(c, o), snapshots])
+    results = train(compose_config("train", [*FUSED, "callbacks.nonfinite=skip"], tmp_path / "r"))
+    assert results["status"] == "ok" and results["nonfinite_skipped"] == [BAD_STEP]
+    before, after = snapshots.at[BAD_STEP], snapshots.at[BAD_STEP + 1]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
+    assert not all(torch.equal(after[k], snapshots.at[BAD_STEP + 2][k]) for k in after)
+    steps = results["steps"]
+    assert reads.flags == steps - 1  # every step but the first (host path) left a device flag
+    # reads at steps 4, 8, ... and at the 3 epoch ends, never one per step
+    assert reads.reads <= steps // 4 + 3 < steps
+
+
+def test_fused_stop_skips_the_bad_step_and_resumes_like_skip(poisoned, tmp_path):
+    out = tmp_path / "a"
+    with pytest.raises(NonFiniteLoss) as caught:
+        train(compose_config("train", FUSED, out))
+    last = out / "checkpoints" / "last.ckpt"
+    stop = caught.value
+    assert stop.step == BAD_STEP and stop.stopped_at == 16  # the next batch start at a 4th step
+    assert str(stop).startswith(
+        f"train/loss is nan at global step {BAD_STEP} (epoch 1, batch 3); its update was skipped "
+        f"and the run stopped at step 16; the weights are saved in {last}")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 16
+    assert all(torch.isfinite(w).all() for w in state["state_dict"].values())
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "nonfinite_loss" and results["nonfinite_skipped"] == [BAD_STEP]
+    # The saved state is the skip run's at step 16: resuming it with skip ends where skip does.
+    skip = [*FUSED, "callbacks.nonfinite=skip"]
+    train(compose_config("train", [*skip, f"ckpt_path={last}"], tmp_path / "b"))
+    train(compose_config("train", skip, tmp_path / "c"))
+    resumed, straight = (weights(tmp_path / r / "checkpoints" / "last.ckpt") for r in "bc")
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)

@@ -142,6 +142,30 @@ def run_loop(cfg, device, prof) -> dict:
         got = result.get(f"{key}_img_per_s")
         if raw and got:
             result[f"{key}_overhead_pct"] = 100.0 * (1.0 - got / raw)
+    if cfg.loop.host_probe:
+        result["host"] = _attempt({}, lambda: run_host_probe(cfg, device, prof))
+    return result
+
+
+def run_host_probe(cfg, device, prof) -> dict[str, Any]:
+    """ms per step of the three loops on a net too small to cost anything: what Lightning and
+    the callbacks add on the host. Without host syncs a GPU hides this time as long as it is
+    shorter than its own step; with one per step, it adds to every step."""
+    probe = cfg.loop.host_probe
+    model = {**OmegaConf.to_container(probe.model, resolve=True)}
+    batches = loops.synthetic_batches(2, probe.batch_size, MODELS[model["name"]].input_size,
+                                      model["num_classes"], device, prof["channels_last"])
+    args = (model, batches, device, prof["precision"], prof["channels_last"], False,
+            probe.warmup, probe.steps)
+    runs = {"raw": lambda: loops.raw_loop(*args),
+            "lightning": lambda: loops.lightning_loop(*args, progress_bar=cfg.loop.progress_bar)}
+    if cfg.loop.naive:
+        runs["lightning_naive"] = lambda: loops.lightning_loop(
+            *args, naive=True, progress_bar=cfg.loop.progress_bar)
+    result = {"model": model, "batch_size": probe.batch_size, "steps": probe.steps}
+    for key, fn in runs.items():
+        result[f"{key}_ms_per_step"] = 1e3 * probe.batch_size / fn()
+        _release(device)
     return result
 
 
@@ -263,6 +287,17 @@ def format_report(result: dict[str, Any]) -> str:
                 lines.append(f"  {key:<34}{_fmt(lp[f'{key}_img_per_s']):>8}   {note}")
         if "error" in lp:
             lines.append(f"  failed: {lp['error']}")
+        host = lp.get("host") or {}
+        if "error" in host:
+            lines.append(f"  host time per step: failed: {host['error']}")
+        elif host:
+            raw_ms = host["raw_ms_per_step"]
+            parts = [f"raw {raw_ms:.2f}"] + [
+                f"{key} {host[f'{key}_ms_per_step']:.2f} "
+                f"({host[f'{key}_ms_per_step'] - raw_ms:+.2f})"
+                for key in ("lightning", "lightning_naive") if f"{key}_ms_per_step" in host]
+            lines.append(f"  host time per step, ms ({host['model']['name']}, batch "
+                         f"{host['batch_size']}, {host['steps']} steps): {', '.join(parts)}")
     if "lrn" in result:
         lrn = result["lrn"]
         lines += ["", f"LRN fwd+bwd {tuple(lrn['shape'])} {lrn['dtype']} channels_last (ms): "

@@ -1,7 +1,8 @@
 """The training step timed three ways on the same batches: a raw PyTorch loop, the Lightning
-Trainer with our `Classifier`, and the same with the module's logging as it was before issue 6
-(the "naive" baseline: `train/loss` with `prog_bar=True` every step, torchmetrics' argument
-checks and per-class averaging -- host syncs on every step).
+Trainer with our `Classifier` and the per-step callbacks of a real run, and the same with the
+module's logging as it was before issue 6 (the "naive" baseline: `train/loss` with
+`prog_bar=True` every step, torchmetrics' argument checks and per-class averaging, and a
+non-fused SGD, so the NaN guard reads the loss on the host -- host syncs on every step).
 
 Batches are synthetic and already on the device, so only the step is measured. Each run does
 `warmup` steps (compilation, cuDNN autotuning) and then times `steps` steps, synchronising the
@@ -15,20 +16,25 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from alexnet.callbacks import SpeedMonitor
 from alexnet.models import build_model
 from alexnet.module import Classifier
+from alexnet.train import build_callbacks  # a real run's callbacks, not a copy of them
 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
-paper_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4)
+# Fused (one kernel per step), as `optim.fused=true` in a run: it also lets the NaN guard skip a
+# bad step on the device instead of syncing on every step (alexnet.nonfinite).
+paper_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                              fused=True)
+unfused_sgd = functools.partial(paper_sgd, fused=None)
 
 
 def sync(device: torch.device) -> None:
@@ -151,14 +157,17 @@ def lightning_loop(
     compile: bool, warmup: int, steps: int, naive: bool = False, progress_bar: bool = True,
 ) -> float:
     """img/s of the same step under `lightning.Trainer.fit`, with what a real run has around it:
-    the CSV logger (every 50 steps), our SpeedMonitor, the progress bar (refresh every 20)."""
+    the CSV logger (every 50 steps) and the per-step callbacks `alexnet.train` gives a run
+    (speed, images seen, the NaN guard, the progress bar refreshed every 20 steps); checkpoints
+    are left out (a run writes them every 2000 steps)."""
     cls = NaiveClassifier if naive else Classifier
-    module = cls(model=model, optimizer=paper_sgd, channels_last=channels_last, compile=compile)
+    optimizer = unfused_sgd if naive else paper_sgd
+    module = cls(model=model, optimizer=optimizer, channels_last=channels_last, compile=compile)
     timer = StepTimer(warmup, steps)
-    callbacks: list[L.Callback] = [timer, SpeedMonitor()]
-    if progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=20))
+    spec = {"checkpoint": None, "progress_bar": progress_bar, "progress_refresh": 20,
+            "nonfinite": "stop"}
     with tempfile.TemporaryDirectory() as logs:
+        callbacks = [timer, *build_callbacks(OmegaConf.create({"callbacks": spec}), Path(logs))]
         trainer = L.Trainer(
             accelerator=device.type, devices=1,
             precision="bf16-mixed" if precision == "bf16" else "32-true",
