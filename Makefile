@@ -26,7 +26,7 @@ install: $(VENV)/.installed ## create .venv and install the package with its dev
 train: install ## train (default: AlexNet-CIFAR on CIFAR-10, experiment=cifar10_alexnet)
 	$(PYTHON) -m alexnet.train experiment=cifar10_alexnet $(ARGS)
 
-eval: install ## evaluate a checkpoint: make eval CKPT=path/to.ckpt [ARGS="aug.eval=ten_crop"]
+eval: install ## evaluate a checkpoint: make eval CKPT=path/to.ckpt [ARGS="data=imagenet aug=paper aug.eval=ten_crop"]
 	@test -n "$(CKPT)" || { echo "error: give the checkpoint, e.g. make eval CKPT=logs/.../checkpoints/last.ckpt"; exit 2; }
 	$(PYTHON) -m alexnet.eval ckpt_path=$(CKPT) $(ARGS)
 

@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: `python -m alexnet.eval ckpt_path=PATH [aug.eval=ten_crop] [split=val]`.
+"""Evaluate a checkpoint: `python -m alexnet.eval ckpt_path=PATH [aug=paper aug.eval=ten_crop]
+[split=val|both]`.
 
 The network comes back from the checkpoint alone (its hyper-parameters rebuild it); the data and
 the test-time augmentation come from the config, so the same checkpoint can be scored with a

@@ -3,8 +3,8 @@
 Once per dataset: every train and val image through the paper's preprocessing (shorter side to
 `data.image_size`, central square), re-encoded as a JPEG of `data.store_quality`, into
 `<data root>/imagenet/store/` (see `alexnet.data.store`), using `data.num_workers` processes.
-A split whose store already holds the same number of images is skipped (`force=true` redoes it).
-Then train with `data.store=true`.
+A split whose store already holds as many images, at the same size, is skipped (`+force=true`
+redoes it). Then train with `data.store=true`.
 """
 
 from __future__ import annotations

@@ -63,11 +63,6 @@ def to_chw_uint8(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
 
-def to_chw_float(img: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 3xHxW in 0..255 units."""
-    return to_chw_uint8(img).float()
-
-
 def _scale_range(scale: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(scale, int) and not isinstance(scale, bool):
         return scale, scale

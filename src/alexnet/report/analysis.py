@@ -32,10 +32,6 @@ class CellRow:
     def n_ok(self) -> int:
         return len(self.cell.ok)
 
-    @property
-    def not_ok(self) -> list[Job]:
-        return [j for j in self.cell.jobs if j.status != OK]
-
 
 @dataclass
 class EffectRow:
