@@ -79,6 +79,10 @@ bench-towers: install ## the towers' traffic per step and a towers vs grouped st
 bench: install ## img/s of the training step, raw loop vs Lightning, LRN, input pipelines -> bench.json
 	$(PYTHON) -m alexnet.bench $(ARGS)
 
+.PHONY: test-gpu
+test-gpu: install ## the CUDA-only tests (fast paths on the GPU vs the plain ones); skipped without CUDA
+	$(PYTHON) -m pytest -q -m gpu $(ARGS)
+
 imagenet-store: install ## once: ImageNet resized + centre-cropped to 256 into one JPEG file per split
 	$(PYTHON) -m alexnet.prepare_store task_name=prepare_store data=imagenet $(ARGS)
 
