@@ -16,7 +16,8 @@ TINY = [
     "profiles.cpu.input_batches=2", "profiles.cpu.workers=[0]", "loop.progress_bar=false",
     "input.store_threads=2",
     "only=[paper_eager,fast_eager]",
-    "loop.variant=fast_eager", "device=cpu",
+    "loop.variant=fast_eager", "loop.host_probe.warmup=1", "loop.host_probe.steps=5",
+    "device=cpu",
 ]
 
 
@@ -37,6 +38,9 @@ def test_bench_writes_every_section_with_positive_numbers(cfg_factory, tmp_path)
     for key in ("raw_img_per_s", "lightning_img_per_s", "lightning_naive_img_per_s"):
         assert loop[key] > 0
     assert "lightning_overhead_pct" in loop and "lightning_naive_overhead_pct" in loop
+    host = loop["host"]  # the same loops on four_layer: ms of host time per step
+    assert host["model"]["name"] == "four_layer" and host["steps"] == 5
+    assert all(host[f"{k}_ms_per_step"] > 0 for k in ("raw", "lightning", "lightning_naive"))
     lrn = saved["lrn"]
     assert lrn["eager_ms"] > 0 and lrn["relu_ms"] > 0 and lrn["compiled_ms"] is None
     names = [r["name"] for r in saved["input"]]
@@ -46,6 +50,7 @@ def test_bench_writes_every_section_with_positive_numbers(cfg_factory, tmp_path)
     assert all(r["img_per_s"] > 0 and r["batches"] >= 1 for r in saved["input"])
     report = format_report(result)
     assert "fast_eager" in report and "lightning_naive" in report and "n/a" in report
+    assert "host time per step, ms (four_layer, batch 2, 5 steps): raw " in report
 
 
 def test_flops_follow_the_layer_shapes():
