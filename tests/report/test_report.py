@@ -11,7 +11,7 @@ import pytest
 from sweeps import config_of, write_curves, write_job, write_multirun
 
 from alexnet.report import main, write_report
-from alexnet.report.claims import INCONCLUSIVE, REPRODUCED
+from alexnet.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from alexnet.report.speed import first_reaching
 from alexnet.report.sweep import expand_grid, read_sweep
 
@@ -167,6 +167,60 @@ def test_four_layer_lrn_uses_the_cifar_claim(tmp_path):
     assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
         ("cifar_lrn", "test/top1_err", -2.0)]
     assert report.claims[0].estimate.mean == pytest.approx(-2.0)
+
+
+def lrn_sweep(sweep, model: str, top1: dict[str, list[float]], task_name: str):
+    """model.lrn x 3 seeds of ``model``; top-1 error (points) per lrn value and seed, top-5 a
+    third of it."""
+    multirun = write_multirun(sweep, {"model.lrn": "false,true", "seed": "0,1,2"}, [],
+                              task_name=task_name)
+    for overrides in expand_grid(multirun):
+        values = dict(o.split("=", 1) for o in overrides)
+        config = config_of(overrides, model={"name": model}, task_name=task_name)
+        err = top1[values["model.lrn"]][int(values["seed"])] / 100
+        write_job(sweep, overrides, config=config,
+                  metrics={"test/top1_err": err, "test/top5_err": err / 3})
+
+
+def test_vgg_lrn_grid_is_judged_by_vggs_no_effect_claim(tmp_path):
+    # VGG's Table 3 on a small scale: A-LRN +0.1 points over A (top-1), seeds +-0.1
+    lrn_sweep(tmp_path, "vgg_cifar", {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]},
+              "vgg_lrn")
+    report = write_report(tmp_path, wandb=False)
+    assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
+        ("vgg_lrn", "test/top1_err", 0.1), ("vgg_lrn", "test/top5_err", 0.1)]
+    top1 = report.claims[0]
+    assert top1.estimate.mean == pytest.approx(0.1)
+    assert -0.5 < top1.estimate.low < 0.1 < top1.estimate.high < 0.5
+    assert top1.verdict == REPRODUCED and "the paper's +0.1 is inside the CI" in top1.reason
+    lines = report.claim_lines()
+    assert len(lines) == 1 and lines[0].startswith("vgg_lrn: **reproduced**, no effect")
+    assert "VGG Table 3" in lines[0] and "-1.4" not in lines[0]
+    rows = read_csv(tmp_path / "report.csv")
+    claims = [r for r in rows if r["section"] == "claim"]
+    assert [(r["metric"], r["paper"], r["verdict"]) for r in claims] == [
+        ("test/top1_err", "0.1", REPRODUCED), ("test/top5_err", "0.1", REPRODUCED)]
+    assert "- vgg_lrn: **reproduced**" in (tmp_path / "report.md").read_text()
+
+
+def test_vgg_lrn_grid_with_alexnets_gain_is_not_vggs_result(tmp_path):
+    # LRN lowering VGG's error by AlexNet's 1.4 points contradicts VGG's claim
+    lrn_sweep(tmp_path, "vgg", {"False": [31.0, 31.1, 31.2], "True": [29.6, 29.7, 29.8]},
+              "vgg_lrn_imagenet")
+    top1 = write_report(tmp_path, wandb=False).claims[0]
+    assert top1.claim.name == "vgg_lrn" and top1.estimate.mean == pytest.approx(-1.4)
+    assert top1.verdict == NOT_REPRODUCED and "lowers the error by more than 0.5" in top1.reason
+
+
+def test_alexnet_lrn_grid_keeps_alexnets_claim(tmp_path):
+    # the same +0.1 effect on AlexNet: its LRN claim (-1.4 / -1.2), judged as before
+    lrn_sweep(tmp_path, "alexnet_cifar",
+              {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]}, "lrn")
+    report = write_report(tmp_path, wandb=False)
+    assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
+        ("lrn", "test/top1_err", -1.4), ("lrn", "test/top5_err", -1.2)]
+    top1 = report.claims[0]
+    assert top1.verdict == NOT_REPRODUCED and "rules out the paper's -1.4" in top1.reason
 
 
 # ---- ReLU vs tanh (Figure 1) ------------------------------------------------------------------

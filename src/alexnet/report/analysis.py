@@ -15,7 +15,7 @@ from alexnet.report.claims import (
     Contrast,
     claim_contrasts,
     factor_contrasts,
-    verdict,
+    judge,
 )
 from alexnet.report.speed import CellSpeed, Speedup, cell_speed, speedup
 from alexnet.report.stats import Estimate, mean_ci
@@ -122,7 +122,7 @@ def _effect_rows(contrast: Contrast, level: float) -> list[EffectRow]:
         row = EffectRow(contrast, metric, est, len(contrast.usable(metric)))
         if claim is not None:
             row.paper = claim.paper[metric]
-            row.verdict, row.reason = verdict(est, row.paper)
+            row.verdict, row.reason = judge(claim, est, metric)
         rows.append(row)
     return rows
 
