@@ -271,15 +271,28 @@ def test_relu_vs_tanh_speedup_picks_each_activations_fastest_rate(tmp_path):
     geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
     assert s.ratio.mean == pytest.approx(geo([30, 32, 31]) / geo([5, 5, 6]))
     assert s.ratio.low > 1 and s.verdict == REPRODUCED
-    assert s.relu.mean_images == pytest.approx(45_000 * 16 / 3)
     rows = read_csv(tmp_path / "report.csv")
     speed = next(r for r in rows if r["name"] == "relu_vs_tanh")
     assert float(speed["mean"]) == pytest.approx(s.ratio.mean) and speed["paper"] == "6"
     epochs = {r["name"]: r for r in rows if r["metric"] == "epochs_to_25pct_train_err"}
     assert float(epochs["model.activation=relu,optim.lr=0.01"]["mean"]) == pytest.approx(16 / 3)
     assert "3 never reached 25%" in epochs["model.activation=tanh,optim.lr=0.02"]["detail"]
+    # images seen at 25% (45,000 a synthetic epoch): ReLU's best cell 225k, 225k, 270k
+    images = {r["name"]: r for r in rows if r["metric"] == "images_to_25pct_train_err"}
+    relu = images["model.activation=relu,optim.lr=0.01"]
+    assert float(relu["mean"]) == pytest.approx(240_000) and relu["n"] == "3"
+    half = 4.302653 * 15_000  # t(0.975, 2) * s / sqrt(3), s = 45,000 / sqrt(3)
+    assert float(relu["ci_high"]) == pytest.approx(240_000 + half, rel=1e-5)
+    never = images["model.activation=tanh,optim.lr=0.02"]
+    assert never["mean"] == "" and "3 never reached 25%" in never["detail"]
     md = (tmp_path / "report.md").read_text()
     assert "- relu_vs_tanh: **reproduced**" in md and "> 40 (3 never)" in md
+    assert "| 5.3 ± 1.4 | 240,000 ± 64,540 |" in md  # epochs, then images seen
+    assert "| > 40 (3 never) | — |" in md
+    relu_images, tanh_images = 45_000 * geo([5, 5, 6]), 45_000 * geo([30, 32, 31])
+    assert (f"ReLU model.activation=relu,optim.lr=0.01: {geo([5, 5, 6]):.1f} epochs, "
+            f"{relu_images:,.0f} images; tanh model.activation=tanh,optim.lr=0.01: "
+            f"{geo([30, 32, 31]):.1f} epochs, {tanh_images:,.0f} images") in md
 
 
 def test_relu_vs_tanh_when_tanh_never_gets_there(tmp_path):
