@@ -182,7 +182,63 @@ def test_wandb_identity_single_run_and_sweep(tmp_path):
     (sweep / "multirun.yaml").write_text("{}\n")
     assert sweep_dir_of(job) == sweep.resolve()
     assert wandb_identity("ablate", ["cifar10"], job) == (
-        "ablate:model.lrn=false", "ablate@2026-01-01_10-00-00", ["cifar10", "sweep"])
+        "model.lrn=false", "2026-01-01_10-00-00", ["cifar10", "sweep"])
+    # the run's logger.wandb names win over both defaults
+    assert wandb_identity("ablate", [], job, {"name": "mine", "group": None}) == (
+        "mine", "2026-01-01_10-00-00", ["sweep"])
+    assert wandb_identity("ablate", [], single, {"group": "g"}) == ("ablate", "g", [])
+
+
+@pytest.mark.parametrize("overrides, name, group", [
+    ([], "model.lrn=false,seed=0", "2026-01-01_10-00-00"),
+    (["logger.wandb.group=mine"], "model.lrn=false,seed=0", "mine"),
+])
+def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
+    cfg_factory, tmp_path, monkeypatch, overrides, name, group
+):
+    import wandb
+
+    import alexnet.dashboard
+    import alexnet.train
+    from alexnet.figures.__main__ import log_to_new_wandb_run
+
+    sweep = tmp_path / "logs" / "lrn_pool" / "multirun" / "2026-01-01_10-00-00"
+    job = sweep / "model.lrn=false,seed=0"
+    job.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("{}\n")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def build_loggers(spec, output_dir, name, tags, config, group=None):
+        # what alexnet.loggers gives W&B: the spec's name and group win (none here)
+        seen["train"] = (spec["wandb"]["name"] or name, spec["wandb"]["group"] or group, tags)
+        seen["config"] = config
+        raise Stop  # the identity is all this test needs of training
+
+    monkeypatch.setattr(alexnet.train, "build_loggers", build_loggers)
+    cfg = cfg_factory([*TINY, "task_name=lrn_pool", "tags=[tiny]", *overrides], output_dir=job)
+    with pytest.raises(Stop):
+        train(cfg)
+    assert seen["train"] == (name, group, ["tiny", "sweep"])
+    (job / "results.json").write_text(json.dumps({"status": "ok", "config": seen["config"]}))
+
+    class Run:
+        def finish(self):
+            seen["finished"] = True
+
+    def init(**kwargs):
+        seen["figures"] = kwargs
+        return Run()
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(alexnet.dashboard, "log_figures", lambda run, figures, step=None: None)
+    log_to_new_wandb_run({"mode": "offline", "group": None}, job, job / "last.ckpt", None, {})
+    figures = seen["figures"]
+    assert (figures["name"], figures["group"]) == (f"{name}/figures", group)
+    assert figures["tags"] == ["tiny", "sweep", "figures"] and figures["job_type"] == "figures"
+    assert seen["finished"]
 
 
 def test_figures_blocks_of_train_and_figures_configs_agree():

@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 from alexnet.multirun import (
     ATTEMPTS,
     is_done,
-    name_wandb_run,
     read_results,
     run_sweep_job,
     set_aside_previous_attempt,
@@ -35,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"
 
 
-def job_cfg(job_dir: Path, wandb: dict | None = None):
+def job_cfg(job_dir: Path):
     return OmegaConf.create({"task_name": "lrn_pool", "paths": {"output_dir": str(job_dir)},
-                             "logger": {"csv": True, "wandb": wandb}})
+                             "logger": {"csv": True, "wandb": None}})
 
 
 # ---- one job of a sweep -----------------------------------------------------------------------
@@ -46,7 +45,7 @@ def job_cfg(job_dir: Path, wandb: dict | None = None):
 def test_finished_job_is_skipped(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"status": "ok", "metrics": {"a": 1}}))
     called = []
-    out = run_sweep_job(job_cfg(tmp_path), lambda cfg: called.append(cfg), tmp_path.parent)
+    out = run_sweep_job(job_cfg(tmp_path), lambda cfg: called.append(cfg))
     assert called == [] and out["metrics"] == {"a": 1}
 
 
@@ -54,7 +53,7 @@ def test_failing_job_records_one_line_and_does_not_raise(tmp_path):
     def task(cfg):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
 
-    out = run_sweep_job(job_cfg(tmp_path), task, tmp_path.parent)
+    out = run_sweep_job(job_cfg(tmp_path), task)
     saved = read_results(tmp_path)
     assert out == saved
     assert saved["status"] == "failed" and not is_done(tmp_path)
@@ -67,7 +66,7 @@ def test_interrupted_job_is_recorded_and_stops_the_sweep(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep_job(job_cfg(tmp_path), task, tmp_path.parent)
+        run_sweep_job(job_cfg(tmp_path), task)
     assert read_results(tmp_path)["status"] == "interrupted"
 
 
@@ -78,7 +77,7 @@ def test_retry_moves_the_last_attempt_aside(tmp_path):
     (job / "csv" / "metrics.csv").write_text("epoch,step\n0,1\n")
     (job / "train.log").write_text("first attempt\n")
     (job / "results.json").write_text(json.dumps({"status": "failed"}))
-    out = run_sweep_job(job_cfg(job), lambda cfg: {"status": "ok"}, tmp_path)
+    out = run_sweep_job(job_cfg(job), lambda cfg: {"status": "ok"})
     assert out == {"status": "ok"}
     first = job / ATTEMPTS / "1"
     assert (first / "csv" / "metrics.csv").is_file() and (first / "results.json").is_file()
@@ -92,20 +91,8 @@ def test_retry_moves_the_last_attempt_aside(tmp_path):
 def test_extra_ranks_of_a_job_leave_the_bookkeeping_to_the_first(tmp_path, monkeypatch):
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed"}))
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert run_sweep_job(job_cfg(tmp_path), lambda cfg: "ran", tmp_path.parent) == "ran"
+    assert run_sweep_job(job_cfg(tmp_path), lambda cfg: "ran") == "ran"
     assert not (tmp_path / ATTEMPTS).exists()
-
-
-def test_wandb_runs_are_grouped_by_sweep_and_named_by_job(tmp_path):
-    cfg = job_cfg(tmp_path / "model.lrn=True,seed=0",
-                  wandb={"project": "p", "group": None, "name": None, "mode": "offline"})
-    name_wandb_run(cfg, tmp_path / "lrn_pool-123", Path(cfg.paths.output_dir))
-    assert (cfg.logger.wandb.group, cfg.logger.wandb.name) == ("lrn_pool-123",
-                                                               "model.lrn=True,seed=0")
-    mine = job_cfg(tmp_path, wandb={"project": "p", "group": "mine", "name": None})
-    name_wandb_run(mine, tmp_path / "sweep", tmp_path)
-    assert mine.logger.wandb.group == "mine"
-    name_wandb_run(job_cfg(tmp_path), tmp_path, tmp_path)  # no W&B: nothing to do
 
 
 # ---- the launcher's helpers -------------------------------------------------------------------

@@ -44,21 +44,29 @@ def sweep_dir_of(run_dir: Path) -> Path | None:
 
 
 def wandb_identity(
-    task_name: str, tags: Sequence[str], run_dir: Path
+    task_name: str, tags: Sequence[str], run_dir: Path, spec: Mapping[str, Any] | None = None
 ) -> tuple[str, str, list[str]]:
-    """``(name, group, tags)`` for a run's W&B run.
+    """``(name, group, tags)`` of the W&B run of the training run in ``run_dir``.
+
+    The one naming rule: training (``alexnet.train``) names its run with it, and
+    ``python -m alexnet.figures`` calls it again on the checkpoint's run dir, so the figures run
+    (``<name>/figures``) lands in the training run's group.
 
     A single run is named and grouped by its ``task_name`` (each experiment sets its own), so
-    the runs of one recipe sit together. A sweep job is named ``<task_name>:<job folder>`` (the
-    folder is the sweep's overrides, e.g. ``model.lrn=false``) and grouped by
-    ``<task_name>@<sweep folder>`` (its time stamp), so each sweep is one group; it is also
-    tagged ``sweep``. An explicit ``logger.wandb.group`` wins over the default group.
+    the runs of one recipe sit together. A sweep job (its folder sits in one holding
+    ``multirun.yaml``) is named after its job folder (the swept overrides, e.g.
+    ``model.lrn=false,seed=0``) and grouped by the sweep folder's name, so each sweep is one
+    group (the report's run joins it, ``alexnet.report.wandb_log``); it is also tagged ``sweep``.
+    ``spec`` is the run's ``logger.wandb`` block: its ``name`` and ``group``, when set, win.
     """
     tags = [str(t) for t in tags]
     sweep = sweep_dir_of(run_dir)
     if sweep is None:
-        return task_name, task_name, tags
-    return f"{task_name}:{Path(run_dir).name}", f"{task_name}@{sweep.name}", [*tags, "sweep"]
+        name = group = task_name
+    else:
+        name, group, tags = Path(run_dir).name, sweep.name, [*tags, "sweep"]
+    spec = spec or {}
+    return spec.get("name") or name, spec.get("group") or group, tags
 
 
 def wandb_run(loggers: Iterable[Any]):

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +133,6 @@ def sweep_dir_of_job() -> Path | None:
     return None
 
 
-def name_wandb_run(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> None:
-    """Group a sweep's W&B runs under the sweep's name; name each run after its job dir (the
-    overrides that make the cell), unless the config names them already."""
-    wandb = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
-    if not wandb:
-        return
-    with open_dict(cfg):
-        if not wandb.get("group"):
-            wandb.group = sweep_dir.name
-        if not wandb.get("name"):
-            wandb.name = job_dir.name
-
-
 def _job_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -162,10 +149,8 @@ def _config_for_record(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def run_sweep_job(
-    cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]], sweep_dir: Path
-) -> dict[str, Any]:
-    """Run ``task(cfg)`` as one job of the sweep in ``sweep_dir``; never raises an Exception.
+def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``task(cfg)`` as one job of a sweep; never raises an Exception.
 
     Returns the job's results: the earlier ones when it is done already, ``task``'s when it
     succeeds, a ``"failed"`` record (also written to ``results.json``) when it raises.
@@ -180,7 +165,6 @@ def run_sweep_job(
         log.info("skipping %s: results.json says it finished", job_dir)
         return read_results(job_dir) or {}
     set_aside_previous_attempt(job_dir)
-    name_wandb_run(cfg, sweep_dir, job_dir)
     start = time.perf_counter()
 
     def record(status: str, error: str) -> dict[str, Any]:
@@ -206,7 +190,6 @@ __all__ = [
     "SWEEP_DIR_ENV",
     "failure",
     "is_done",
-    "name_wandb_run",
     "one_line",
     "read_results",
     "run_sweep_job",

@@ -107,7 +107,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_data(cfg)
     module = build_module(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    name, group, tags = wandb_identity(cfg.task_name, cfg.tags, output_dir)
+    name, group, tags = wandb_identity(cfg.task_name, cfg.tags, output_dir,
+                                       (cfg.get("logger") or {}).get("wandb"))
     loggers = build_loggers(cfg.get("logger"), output_dir, name, tags, config, group=group)
     callbacks = build_callbacks(cfg, output_dir) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -206,9 +207,8 @@ def report_user_error(err: Exception) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
-    sweep_dir = sweep_dir_of_job()
-    if sweep_dir is not None:  # one job of a grid: skip it when done, record a failure, go on
-        run_sweep_job(cfg, train, sweep_dir)
+    if sweep_dir_of_job() is not None:  # one job of a grid: skip it when done, record a
+        run_sweep_job(cfg, train)           # failure, go on
         return
     try:
         train(cfg)

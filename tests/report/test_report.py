@@ -11,7 +11,7 @@ import pytest
 from sweeps import config_of, write_curves, write_job, write_multirun
 
 from alexnet.report import main, write_report
-from alexnet.report.claims import INCONCLUSIVE, REPRODUCED
+from alexnet.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from alexnet.report.speed import first_reaching
 from alexnet.report.sweep import expand_grid, read_sweep
 
@@ -169,6 +169,60 @@ def test_four_layer_lrn_uses_the_cifar_claim(tmp_path):
     assert report.claims[0].estimate.mean == pytest.approx(-2.0)
 
 
+def lrn_sweep(sweep, model: str, top1: dict[str, list[float]], task_name: str):
+    """model.lrn x 3 seeds of ``model``; top-1 error (points) per lrn value and seed, top-5 a
+    third of it."""
+    multirun = write_multirun(sweep, {"model.lrn": "false,true", "seed": "0,1,2"}, [],
+                              task_name=task_name)
+    for overrides in expand_grid(multirun):
+        values = dict(o.split("=", 1) for o in overrides)
+        config = config_of(overrides, model={"name": model}, task_name=task_name)
+        err = top1[values["model.lrn"]][int(values["seed"])] / 100
+        write_job(sweep, overrides, config=config,
+                  metrics={"test/top1_err": err, "test/top5_err": err / 3})
+
+
+def test_vgg_lrn_grid_is_judged_by_vggs_no_effect_claim(tmp_path):
+    # VGG's Table 3 on a small scale: A-LRN +0.1 points over A (top-1), seeds +-0.1
+    lrn_sweep(tmp_path, "vgg_cifar", {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]},
+              "vgg_lrn")
+    report = write_report(tmp_path, wandb=False)
+    assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
+        ("vgg_lrn", "test/top1_err", 0.1), ("vgg_lrn", "test/top5_err", 0.1)]
+    top1 = report.claims[0]
+    assert top1.estimate.mean == pytest.approx(0.1)
+    assert -0.5 < top1.estimate.low < 0.1 < top1.estimate.high < 0.5
+    assert top1.verdict == REPRODUCED and "the paper's +0.1 is inside the CI" in top1.reason
+    lines = report.claim_lines()
+    assert len(lines) == 1 and lines[0].startswith("vgg_lrn: **reproduced**, no effect")
+    assert "VGG Table 3" in lines[0] and "-1.4" not in lines[0]
+    rows = read_csv(tmp_path / "report.csv")
+    claims = [r for r in rows if r["section"] == "claim"]
+    assert [(r["metric"], r["paper"], r["verdict"]) for r in claims] == [
+        ("test/top1_err", "0.1", REPRODUCED), ("test/top5_err", "0.1", REPRODUCED)]
+    assert "- vgg_lrn: **reproduced**" in (tmp_path / "report.md").read_text()
+
+
+def test_vgg_lrn_grid_with_alexnets_gain_is_not_vggs_result(tmp_path):
+    # LRN lowering VGG's error by AlexNet's 1.4 points contradicts VGG's claim
+    lrn_sweep(tmp_path, "vgg", {"False": [31.0, 31.1, 31.2], "True": [29.6, 29.7, 29.8]},
+              "vgg_lrn_imagenet")
+    top1 = write_report(tmp_path, wandb=False).claims[0]
+    assert top1.claim.name == "vgg_lrn" and top1.estimate.mean == pytest.approx(-1.4)
+    assert top1.verdict == NOT_REPRODUCED and "lowers the error by more than 0.5" in top1.reason
+
+
+def test_alexnet_lrn_grid_keeps_alexnets_claim(tmp_path):
+    # the same +0.1 effect on AlexNet: its LRN claim (-1.4 / -1.2), judged as before
+    lrn_sweep(tmp_path, "alexnet_cifar",
+              {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]}, "lrn")
+    report = write_report(tmp_path, wandb=False)
+    assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
+        ("lrn", "test/top1_err", -1.4), ("lrn", "test/top5_err", -1.2)]
+    top1 = report.claims[0]
+    assert top1.verdict == NOT_REPRODUCED and "rules out the paper's -1.4" in top1.reason
+
+
 # ---- ReLU vs tanh (Figure 1) ------------------------------------------------------------------
 
 
@@ -217,15 +271,28 @@ def test_relu_vs_tanh_speedup_picks_each_activations_fastest_rate(tmp_path):
     geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
     assert s.ratio.mean == pytest.approx(geo([30, 32, 31]) / geo([5, 5, 6]))
     assert s.ratio.low > 1 and s.verdict == REPRODUCED
-    assert s.relu.mean_images == pytest.approx(45_000 * 16 / 3)
     rows = read_csv(tmp_path / "report.csv")
     speed = next(r for r in rows if r["name"] == "relu_vs_tanh")
     assert float(speed["mean"]) == pytest.approx(s.ratio.mean) and speed["paper"] == "6"
     epochs = {r["name"]: r for r in rows if r["metric"] == "epochs_to_25pct_train_err"}
     assert float(epochs["model.activation=relu,optim.lr=0.01"]["mean"]) == pytest.approx(16 / 3)
     assert "3 never reached 25%" in epochs["model.activation=tanh,optim.lr=0.02"]["detail"]
+    # images seen at 25% (45,000 a synthetic epoch): ReLU's best cell 225k, 225k, 270k
+    images = {r["name"]: r for r in rows if r["metric"] == "images_to_25pct_train_err"}
+    relu = images["model.activation=relu,optim.lr=0.01"]
+    assert float(relu["mean"]) == pytest.approx(240_000) and relu["n"] == "3"
+    half = 4.302653 * 15_000  # t(0.975, 2) * s / sqrt(3), s = 45,000 / sqrt(3)
+    assert float(relu["ci_high"]) == pytest.approx(240_000 + half, rel=1e-5)
+    never = images["model.activation=tanh,optim.lr=0.02"]
+    assert never["mean"] == "" and "3 never reached 25%" in never["detail"]
     md = (tmp_path / "report.md").read_text()
     assert "- relu_vs_tanh: **reproduced**" in md and "> 40 (3 never)" in md
+    assert "| 5.3 ± 1.4 | 240,000 ± 64,540 |" in md  # epochs, then images seen
+    assert "| > 40 (3 never) | — |" in md
+    relu_images, tanh_images = 45_000 * geo([5, 5, 6]), 45_000 * geo([30, 32, 31])
+    assert (f"ReLU model.activation=relu,optim.lr=0.01: {geo([5, 5, 6]):.1f} epochs, "
+            f"{relu_images:,.0f} images; tanh model.activation=tanh,optim.lr=0.01: "
+            f"{geo([30, 32, 31]):.1f} epochs, {tanh_images:,.0f} images") in md
 
 
 def test_relu_vs_tanh_when_tanh_never_gets_there(tmp_path):

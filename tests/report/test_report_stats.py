@@ -4,7 +4,13 @@ import math
 
 import pytest
 
-from alexnet.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
+from alexnet.report.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    no_effect_verdict,
+    verdict,
+)
 from alexnet.report.stats import Estimate, betainc, contrast_ci, mean_ci, t_cdf, t_quantile
 
 # Two-sided 95% critical values from printed t tables (df: t_{0.975}).
@@ -109,3 +115,22 @@ def test_verdict_without_interval_is_inconclusive():
     assert verdict(Estimate(math.nan, None, None, 0), -1.4)[0] == INCONCLUSIVE
     reason = verdict(Estimate(-2.0, -3.0, -1.0, 6, 8.0), -1.4)[1]
     assert "inside the CI" in reason
+
+
+@pytest.mark.parametrize("low,high,expected,says", [
+    (-0.3, 0.4, REPRODUCED, "the paper's +0.1 is inside the CI"),  # within ±0.5
+    (-0.45, 0.0, REPRODUCED, "within ±0.5"),          # within, the paper's +0.1 outside
+    (-2.3, -0.6, NOT_REPRODUCED, "lowers the error"),  # helps beyond the band (AlexNet's size)
+    (0.7, 1.5, NOT_REPRODUCED, "raises the error"),    # hurts beyond the band
+    (-1.5, 1.7, INCONCLUSIVE, "beyond ±0.5"),          # holds +0.1 but also -1.4: no evidence
+    (-0.9, -0.1, INCONCLUSIVE, "beyond ±0.5"),         # a gain, maybe inside the band, maybe not
+])
+def test_no_effect_verdict_is_an_equivalence_rule(low, high, expected, says):
+    est = Estimate((low + high) / 2, low, high, 6, 8.0)
+    got, reason = no_effect_verdict(est, 0.1, 0.5)
+    assert got == expected and says in reason
+
+
+def test_no_effect_verdict_without_interval_is_inconclusive():
+    assert no_effect_verdict(Estimate(0.1, None, None, 2), 0.1, 0.5)[0] == INCONCLUSIVE
+    assert no_effect_verdict(Estimate(math.nan, None, None, 0), 0.1, 0.5)[0] == INCONCLUSIVE

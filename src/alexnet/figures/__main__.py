@@ -77,8 +77,10 @@ def log_to_new_wandb_run(spec: dict, run_dir: Path, ckpt_path: Path, figures: Fi
     if mode == "disabled":
         return
     trained = training_config(run_dir)
+    # The training run's own name and group (a copied-out checkpoint: task "figures").
     name, group, tags = wandb_identity(trained.get("task_name", "figures"),
-                                       trained.get("tags") or [], run_dir)
+                                       trained.get("tags") or [], run_dir,
+                                       (trained.get("logger") or {}).get("wandb"))
     run = wandb.init(project=spec.get("project", "alexnet-lab"), name=f"{name}/figures",
                      group=spec.get("group") or group, tags=[*tags, "figures"],
                      job_type="figures", dir=str(run_dir), mode=mode,

@@ -15,7 +15,7 @@ from alexnet.report.claims import (
     Contrast,
     claim_contrasts,
     factor_contrasts,
-    verdict,
+    judge,
 )
 from alexnet.report.speed import CellSpeed, Speedup, cell_speed, speedup
 from alexnet.report.stats import Estimate, mean_ci
@@ -100,15 +100,30 @@ def fmt_mean(est: Estimate | None, digits: int = 2) -> str:
     return f"{est.mean:.{digits}f} ± {est.half_width:.{digits}f}"
 
 
+def fmt_images(est: Estimate | None) -> str:
+    """``240,000 ± 12,000``, ``240,000`` for a single value, ``—`` for none."""
+    if est is None or est.n == 0:
+        return "—"
+    if not est.has_ci:
+        return f"{est.mean:,.0f}"
+    return f"{est.mean:,.0f} ± {est.half_width:,.0f}"
+
+
+def _time_to_25(speed: CellSpeed) -> str:
+    """``5.3 epochs, 240,000 images`` (geometric means over the cell's seeds)."""
+    images = speed.geo_mean_images
+    return f"{speed.geo_mean:.1f} epochs" + (f", {images:,.0f} images" if images else "")
+
+
 def fmt_speedup(s: Speedup) -> str:
     if s.ratio is not None:
         ci = f" [{s.ratio.low:.1f}, {s.ratio.high:.1f}]" if s.ratio.has_ci else " (no CI)"
         return (f"tanh needs {s.ratio.mean:.1f}x{ci} the epochs of ReLU to reach 25% training "
-                f"error (ReLU {s.relu.cell.label}: {s.relu.geo_mean:.1f} epochs; tanh "
-                f"{s.tanh.cell.label}: {s.tanh.geo_mean:.1f})")
+                f"error (ReLU {s.relu.cell.label}: {_time_to_25(s.relu)}; tanh "
+                f"{s.tanh.cell.label}: {_time_to_25(s.tanh)})")
     if s.lower_bound is not None:
         return f"speed-up > {s.lower_bound:.1f}x (ReLU {s.relu.cell.label}: " \
-               f"{s.relu.geo_mean:.1f} epochs)"
+               f"{_time_to_25(s.relu)})"
     return "no speed-up measurable"
 
 
@@ -122,7 +137,7 @@ def _effect_rows(contrast: Contrast, level: float) -> list[EffectRow]:
         row = EffectRow(contrast, metric, est, len(contrast.usable(metric)))
         if claim is not None:
             row.paper = claim.paper[metric]
-            row.verdict, row.reason = verdict(est, row.paper)
+            row.verdict, row.reason = judge(claim, est, metric)
         rows.append(row)
     return rows
 
@@ -141,4 +156,7 @@ def analyse(sweep: Sweep, level: float = 0.95) -> Report:
     return Report(sweep, level, rows, effects, speedup(cells, level), unfinished)
 
 
-__all__ = ["CellRow", "EffectRow", "Report", "analyse", "fmt_effect", "fmt_mean", "fmt_speedup"]
+__all__ = [
+    "CellRow", "EffectRow", "Report", "analyse", "fmt_effect", "fmt_images", "fmt_mean",
+    "fmt_speedup",
+]

@@ -1,4 +1,4 @@
-"""The paper's claims, the effects that test them, and a verdict per claim.
+"""The papers' claims, the effects that test them, and a verdict per claim.
 
 An *effect* (:class:`Contrast`) compares cells "with" (A) and "without" (B) something. Each A
 cell is paired with the B cell that has the same values of every other factor, and the effect is
@@ -6,11 +6,15 @@ the mean over those pairs of ``mean(A) - mean(B)``: in a LRN x pooling grid, "LR
 averaged over both pooling settings, so the pooling's own effect does not blur it. Its 95%
 interval is Welch's (``alexnet.report.stats.contrast_ci``); seeds are the samples.
 
-A paper claim says which config values make A and B (``model.lrn: true`` vs ``false``) and what
-the paper measured (in percentage points of error, A - B). Every factor of the grid also gets a
-plain effect, each level against the first, unless a claim covers it already.
+A claim says which config values make A and B (``model.lrn: true`` vs ``false``), what the paper
+measured (in percentage points of error, A - B) and which paper it is: a claim is tested only on
+cells whose ``model.name`` belongs to that paper's family (:func:`family_of`): the VGG nets
+(``vgg``, ``vgg_cifar``) get VGG's claims (Simonyan & Zisserman 2014), every other model
+AlexNet's (Krizhevsky et al. 2012). :data:`CLAIMS` is the one list of them (the experiment
+configs do not repeat them). Every factor of the grid also gets a plain effect, each level
+against the first, unless a claim covers it already.
 
-Verdict rule, for a claim that A *lowers* error (the paper's numbers are all negative):
+Verdict rule, for a claim that A *lowers* error (AlexNet's numbers are all negative):
 
 - whole CI below 0: **reproduced** (with how its size compares with the paper's);
 - whole CI above 0: **not reproduced** (the opposite effect);
@@ -19,8 +23,18 @@ Verdict rule, for a claim that A *lowers* error (the paper's numbers are all neg
 - CI holds 0 and the paper's value, or no CI (fewer than 2 finished seeds in a cell):
   **inconclusive at this n**.
 
-The paper measured LRN, pooling and towers on ImageNet with the full net: on CIFAR-10 their
-sizes are a reference, not a prediction. Its CIFAR-10 LRN claim (13% -> 11%) is for the
+For a claim that A makes *no difference* (VGG: LRN does not improve net A, +0.1 / +0.1 points),
+the same rule with "no effect" meaning within :data:`NO_EFFECT_BAND` (0.5 points) of 0
+(:func:`no_effect_verdict`, an equivalence test):
+
+- whole CI inside [-0.5, +0.5]: **reproduced** (and whether the paper's value is inside it);
+- whole CI below -0.5 or above +0.5: **not reproduced** (A lowers / raises the error by more);
+- CI reaching past the band on one side or both, or no CI: **inconclusive at this n**.
+
+A CI that holds the paper's +0.1 is not enough: a wide one holds it and AlexNet's -1.4 alike.
+
+The papers measured LRN, pooling and towers on ImageNet with their full nets: on CIFAR-10 their
+sizes are a reference, not a prediction. AlexNet's CIFAR-10 LRN claim (13% -> 11%) is for the
 four-layer net.
 """
 
@@ -37,6 +51,16 @@ from alexnet.report.sweep import Cell
 METRICS = ("test/top1_err", "test/top5_err")
 SCALE = 100.0  # error fractions -> percentage points, the paper's unit
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive at this n"
+# A "no difference" claim holds when the whole CI lies within this many points of 0: about a
+# third of AlexNet's LRN gain (1.4 / 1.2), and more than the 0.1 VGG measured.
+NO_EFFECT_BAND = 0.5
+# model.name -> the paper whose claims its grids test; any other model is AlexNet's.
+FAMILIES = {"vgg": "vgg", "vgg_cifar": "vgg"}
+
+
+def family_of(model: Any) -> str:
+    """``"vgg"`` for the VGG nets, ``"alexnet"`` for every other ``model.name`` (or none)."""
+    return FAMILIES.get(str(model), "alexnet")
 
 
 @dataclass(frozen=True)
@@ -47,8 +71,10 @@ class Claim:
     b: Mapping[str, Any]  # ... and of the baseline
     paper: Mapping[str, float]  # metric -> the paper's A - B, in points
     source: str  # where the paper's numbers come from
+    family: str = "alexnet"  # whose paper: tested on models of that family_of() only
     models: tuple[str, ...] | None = None  # the model.name values the claim is about; None: any
     not_models: tuple[str, ...] = ()
+    no_effect_within: float | None = None  # set: the claim is "no difference" (see the docstring)
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -74,6 +100,14 @@ CLAIMS: tuple[Claim, ...] = (
         {"model.towers": 2, "model.conv_width": 1.0}, {"model.towers": 1, "model.conv_width": 0.5},
         {"test/top1_err": -1.7, "test/top5_err": -1.2}, "ImageNet, the paper's net",
     ),
+    Claim(
+        "vgg_lrn", "LRN does not improve net A: A-LRN 29.7 / 10.5 vs A 29.6 / 10.4 top-1 / top-5 "
+        "error (VGG, section 4.1)",
+        {"model.lrn": True}, {"model.lrn": False},
+        {"test/top1_err": 0.1, "test/top5_err": 0.1},
+        "ILSVRC-2012 val, VGG net A, S = Q = 256 (VGG Table 3)",
+        family="vgg", no_effect_within=NO_EFFECT_BAND,
+    ),
 )
 
 
@@ -90,6 +124,8 @@ def _same(value: Any, wanted: Any) -> bool:
 
 def _selects(cell: Cell, claim: Claim, side: Mapping[str, Any]) -> bool:
     model = cell.setting("model.name")
+    if family_of(model) != claim.family:
+        return False
     if claim.models is not None and model not in claim.models:
         return False
     if model in claim.not_models:
@@ -218,7 +254,34 @@ def verdict(est: Estimate, paper: float | None, wording: Wording = Wording()) ->
     return INCONCLUSIVE, f"the CI holds {wording.null}{also}"
 
 
+def no_effect_verdict(est: Estimate, paper: float | None, band: float) -> tuple[str, str]:
+    """(verdict, reason) for a claim that A makes no difference (|effect| <= ``band`` points);
+    see the module docstring."""
+    if math.isnan(est.mean):
+        return INCONCLUSIVE, "no finished job on one side"
+    if not est.has_ci:
+        return INCONCLUSIVE, "needs 2+ finished seeds in every cell for an interval"
+    if -band <= est.low and est.high <= band:
+        inside = paper is not None and est.low <= paper <= est.high
+        also = f"; the paper's {paper:+.1f} is inside the CI" if inside else ""
+        return REPRODUCED, f"no effect: the CI lies within ±{band:g}{also}"
+    if est.high < -band:
+        return NOT_REPRODUCED, f"lowers the error by more than {band:g}"
+    if est.low > band:
+        return NOT_REPRODUCED, f"raises the error by more than {band:g}"
+    return INCONCLUSIVE, f"the CI reaches beyond ±{band:g}"
+
+
+def judge(claim: Claim, est: Estimate, metric: str) -> tuple[str, str]:
+    """(verdict, reason) of ``claim`` on ``metric``, by the rule of its kind."""
+    paper = claim.paper[metric]
+    if claim.no_effect_within is not None:
+        return no_effect_verdict(est, paper, claim.no_effect_within)
+    return verdict(est, paper)
+
+
 __all__ = [
-    "CLAIMS", "INCONCLUSIVE", "METRICS", "NOT_REPRODUCED", "REPRODUCED", "SCALE",
-    "Claim", "Contrast", "Wording", "claim_contrasts", "factor_contrasts", "pair_cells", "verdict",
+    "CLAIMS", "FAMILIES", "INCONCLUSIVE", "METRICS", "NOT_REPRODUCED", "NO_EFFECT_BAND",
+    "REPRODUCED", "SCALE", "Claim", "Contrast", "Wording", "claim_contrasts", "factor_contrasts",
+    "family_of", "judge", "no_effect_verdict", "pair_cells", "verdict",
 ]

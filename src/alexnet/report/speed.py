@@ -69,20 +69,32 @@ class CellSpeed:
     def all_reached(self) -> bool:
         return bool(self.epochs) and all(e is not None for e in self.epochs)
 
+    @property
+    def images_known(self) -> bool:
+        """Every finished job got there and logged ``train/images_seen`` at that epoch."""
+        return self.all_reached and all(i is not None for i in self.images)
+
     def estimate(self, level: float = 0.95) -> Estimate | None:
         """Mean epochs to 25% with its interval; None unless every finished job got there."""
         return mean_ci([float(e) for e in self.epochs], level) if self.all_reached else None
 
-    @property
-    def geo_mean(self) -> float:
-        if not self.all_reached:
-            return math.inf
-        return math.exp(sum(math.log(e) for e in self.epochs) / len(self.epochs))
+    def images_estimate(self, level: float = 0.95) -> Estimate | None:
+        """Mean images seen at 25% with its interval; None unless :attr:`images_known`."""
+        return mean_ci([float(i) for i in self.images], level) if self.images_known else None
 
     @property
-    def mean_images(self) -> float | None:
-        known = [i for i in self.images if i is not None]
-        return sum(known) / len(known) if self.all_reached and known else None
+    def geo_mean(self) -> float:
+        """Geometric mean of epochs to 25%; inf unless every finished job got there."""
+        return _geo_mean(self.epochs) if self.all_reached else math.inf
+
+    @property
+    def geo_mean_images(self) -> float | None:
+        """Geometric mean of images seen at 25%; None unless :attr:`images_known`."""
+        return _geo_mean(self.images) if self.images_known else None
+
+
+def _geo_mean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def cell_speed(cell: Cell) -> CellSpeed:

@@ -2,8 +2,10 @@
 
 ``report.csv`` is one long table, a row per number, with the columns of :data:`CSV_COLUMNS`:
 
-- ``section=cell``: a cell's mean over seeds of ``test/top1_err``, ``test/top5_err`` (points)
-  and ``epochs_to_25pct_train_err``; ``detail`` says how many of its jobs finished;
+- ``section=cell``: a cell's mean over seeds of ``test/top1_err``, ``test/top5_err`` (points),
+  ``epochs_to_25pct_train_err`` and ``images_to_25pct_train_err`` (``train/images_seen`` then;
+  empty when a job never got there or did not log it); ``detail`` says how many of its jobs
+  finished;
 - ``section=claim``: an effect that tests a paper claim, with ``paper`` and ``verdict``
   (``relu_vs_tanh``: the tanh / ReLU ratio of epochs to 25% training error);
 - ``section=effect``: any other factor's effect;
@@ -16,7 +18,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from alexnet.report.analysis import Report, fmt_effect, fmt_mean, fmt_speedup
+from alexnet.report.analysis import Report, fmt_effect, fmt_images, fmt_mean, fmt_speedup
 from alexnet.report.claims import METRICS
 from alexnet.report.stats import Estimate
 from alexnet.report.sweep import FAILED, INCOMPLETE, INTERRUPTED, NOT_STARTED, OK
@@ -24,6 +26,7 @@ from alexnet.report.sweep import FAILED, INCOMPLETE, INTERRUPTED, NOT_STARTED, O
 CSV_COLUMNS = ("section", "name", "metric", "n", "mean", "ci_low", "ci_high", "paper", "verdict",
                "detail")
 SPEED_METRIC = "epochs_to_25pct_train_err"
+IMAGES_METRIC = "images_to_25pct_train_err"
 METRIC_TITLES = {"test/top1_err": "test top-1 err", "test/top5_err": "test top-5 err"}
 
 
@@ -50,6 +53,8 @@ def csv_rows(report: Report) -> list[list[str]]:
             detail = done + (f"; {never} never reached 25%" if never else "")
             rows.append(["cell", row.cell.label, SPEED_METRIC, *_est_cells(reached), "", "",
                          detail])
+            rows.append(["cell", row.cell.label, IMAGES_METRIC,
+                         *_est_cells(row.speed.images_estimate(report.level)), "", "", detail])
     for row in report.effects:
         section = "claim" if row.claim else "effect"
         detail = f"{row.claim.name}: {row.claim.source}" if row.claim else ""
@@ -147,13 +152,15 @@ def markdown(report: Report, figure: str | None = "report.png") -> str:
         else:
             epochs = f"> {speed.epochs_run} ({sum(e is None for e in speed.epochs)} never)"
         cell_rows.append([*values, f"{row.n_ok}/{len(row.cell.jobs)}",
-                          *(fmt_mean(row.errors[m]) for m in METRICS), epochs])
+                          *(fmt_mean(row.errors[m]) for m in METRICS), epochs,
+                          fmt_images(speed.images_estimate(report.level))])
     out += _table([*factors, "finished", *(METRIC_TITLES[m] for m in METRICS),
-                   "epochs to 25% train err"], cell_rows)
+                   "epochs to 25% train err", "images seen then"], cell_rows)
     if report.speedup is not None:
         out += ["", "## ReLU vs tanh (Figure 1)", "", fmt_speedup(report.speedup) + ".",
                 "Each activation is represented by its fastest cell (the learning rate tuned per "
-                "activation, as in the paper)."]
+                "activation, as in the paper); its epochs and images seen are geometric means "
+                "over seeds (the cells table gives arithmetic means)."]
     if report.unfinished:
         out += ["", "## Jobs that did not finish", ""]
         out += _table(["job", "status", "error", "dir"],
