@@ -136,11 +136,49 @@ def init_weights(model: nn.Module, scheme: str, activation: str, init_bias: floa
 
 
 # --------------------------------------------------------------------------------------------
+# The classifier both AlexNet variants put on their conv features
+# --------------------------------------------------------------------------------------------
+
+
+class _FCHead(nn.Module):
+    """fc6 and fc7 (each after dropout, then the activation) and fc8 on ``features(x)``.
+
+    :class:`AlexNet` and :class:`AlexNetTV` differ only in their conv layers; they build the
+    ``drop6``/``fc6``/``drop7``/``fc7``/``fc8`` layers and ``act`` themselves (so the state_dict
+    keys stay theirs) and define ``features``.
+    """
+
+    act: nn.Module
+    drop6: nn.Dropout
+    fc6: nn.Linear
+    drop7: nn.Dropout
+    fc7: nn.Linear
+    fc8: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer, fc7 after its activation: ``(N, hidden)``.
+
+        Dropout is active in train mode; call under ``model.eval()`` for stable features.
+        """
+        x = torch.flatten(self.features(x), 1)
+        x = self.act(self.fc6(self.drop6(x)))
+        x = self.act(self.fc7(self.drop7(x)))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)``; the softmax lives in the loss."""
+        return self.fc8(self.embed(x))
+
+
+# --------------------------------------------------------------------------------------------
 # The paper's net
 # --------------------------------------------------------------------------------------------
 
 
-class AlexNet(nn.Module):
+class AlexNet(_FCHead):
     """The network of Figure 2: five conv layers, three fully-connected layers.
 
     Input 224x224 with conv1 padding 2 (torchvision's choice). The paper's "224x224x3" input
@@ -246,20 +284,6 @@ class AlexNet(nn.Module):
         x = self.pool5(self.act(self.conv5(x)))
         return x
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The last hidden layer, fc7 after its activation: ``(N, hidden)``.
-
-        Dropout is active in train mode; call under ``model.eval()`` for stable features.
-        """
-        x = torch.flatten(self.features(x), 1)
-        x = self.act(self.fc6(self.drop6(x)))
-        x = self.act(self.fc7(self.drop7(x)))
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)``; the softmax lives in the loss."""
-        return self.fc8(self.embed(x))
-
 
 # --------------------------------------------------------------------------------------------
 # The same design for 32x32 images
@@ -337,7 +361,7 @@ class AlexNetCifar(AlexNet):
 # --------------------------------------------------------------------------------------------
 
 
-class AlexNetTV(nn.Module):
+class AlexNetTV(_FCHead):
     """torchvision's AlexNet: one tower, 64-192-384-256-256 kernels, no LRN, 61,100,840 params.
 
     This is the net torchvision ships as ``alexnet`` (its docs cite "One weird trick for
@@ -386,17 +410,6 @@ class AlexNetTV(nn.Module):
         x = self.act(self.conv4(x))
         x = self.pool5(self.act(self.conv5(x)))
         return self.avgpool(x)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """fc7 after its activation: ``(N, 4096)``. Use under ``model.eval()``."""
-        x = torch.flatten(self.features(x), 1)
-        x = self.act(self.fc6(self.drop6(x)))
-        x = self.act(self.fc7(self.drop7(x)))
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)``."""
-        return self.fc8(self.embed(x))
 
 
 def num_parameters(model: nn.Module) -> int:
