@@ -23,6 +23,8 @@ window never spans the tower boundary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -121,16 +123,41 @@ def init_weights(model: nn.Module, scheme: str, activation: str, init_bias: floa
     - ``"torch"``: leave PyTorch's layer defaults (what ``torchvision.models.alexnet`` gets).
     """
     _check_choice("init", scheme, INITS)
+    _init_layers(
+        model,
+        scheme,
+        activation,
+        output="fc8",
+        paper_std=lambda name: 0.01,
+        paper_bias=lambda name: init_bias if name in ONE_BIAS_LAYERS else 0.0,
+    )
+
+
+def _init_layers(
+    model: nn.Module,
+    scheme: str,
+    activation: str,
+    output: str,
+    paper_std: Callable[[str], float],
+    paper_bias: Callable[[str], float],
+) -> None:
+    """The ``init`` schemes over the ``conv*``/``fc*`` children of ``model``, in order.
+
+    Shared with ``FourLayerCNN``, whose "paper" scheme differs only in its per-layer stds and
+    biases: ``"paper"`` draws N(0, ``paper_std(name)``^2) and sets the bias to
+    ``paper_bias(name)``; ``"kaiming"`` is fan_in with the gain of ``activation`` (linear for the
+    ``output`` layer, which feeds the softmax) and zero biases; ``"torch"`` leaves the defaults.
+    """
     if scheme == "torch":
         return
     for name, layer in model.named_children():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
         if scheme == "paper":
-            nn.init.normal_(layer.weight, mean=0.0, std=0.01)
-            nn.init.constant_(layer.bias, init_bias if name in ONE_BIAS_LAYERS else 0.0)
+            nn.init.normal_(layer.weight, mean=0.0, std=paper_std(name))
+            nn.init.constant_(layer.bias, paper_bias(name))
         else:
-            gain_of = "linear" if name == "fc8" else activation
+            gain_of = "linear" if name == output else activation
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=gain_of)
             nn.init.zeros_(layer.bias)
 
