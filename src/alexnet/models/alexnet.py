@@ -170,17 +170,21 @@ def _init_layers(
 class _FCHead(nn.Module):
     """fc6 and fc7 (each after dropout, then the activation) and fc8 on ``features(x)``.
 
-    :class:`AlexNet` and :class:`AlexNetTV` differ only in their conv layers; they build the
-    ``drop6``/``fc6``/``drop7``/``fc7``/``fc8`` layers and ``act`` themselves (so the state_dict
-    keys stay theirs) and define ``features``.
+    :class:`AlexNet` and :class:`AlexNetTV` differ only in their conv layers: each builds those
+    and ``act``, defines ``features`` and calls :meth:`_add_fc_layers` last.
     """
 
     act: nn.Module
-    drop6: nn.Dropout
-    fc6: nn.Linear
-    drop7: nn.Dropout
-    fc7: nn.Linear
-    fc8: nn.Linear
+    hidden: int
+
+    def _add_fc_layers(self, in_features: int, dropout: float, num_classes: int) -> None:
+        # Registered after the conv layers, in this order, so that state_dict keys and the
+        # default init's random draws come in the same order as when each net built its own.
+        self.drop6 = nn.Dropout(dropout)
+        self.fc6 = nn.Linear(in_features, self.hidden)
+        self.drop7 = nn.Dropout(dropout)
+        self.fc7 = nn.Linear(self.hidden, self.hidden)
+        self.fc8 = nn.Linear(self.hidden, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -295,11 +299,7 @@ class AlexNet(_FCHead):
         self.conv5 = TowerConv2d(c4, c5, kernel_size=3, padding=1, groups=towers, impl=conv_impl)
         self.pool5 = nn.MaxPool2d(**self.pool_geometry[pool])
         # The FC layers see all of the previous layer (both towers).
-        self.drop6 = nn.Dropout(dropout)
-        self.fc6 = nn.Linear(c5 * self.final_map**2, self.hidden)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(self.hidden, self.hidden)
-        self.fc8 = nn.Linear(self.hidden, num_classes)
+        self._add_fc_layers(c5 * self.final_map**2, dropout, num_classes)
         init_weights(self, init, activation, init_bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -422,11 +422,7 @@ class AlexNetTV(_FCHead):
         self.conv5 = nn.Conv2d(256, 256, kernel_size=3, padding=1)
         self.pool5 = nn.MaxPool2d(3, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.drop6 = nn.Dropout(dropout)
-        self.fc6 = nn.Linear(256 * 6 * 6, self.hidden)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(self.hidden, self.hidden)
-        self.fc8 = nn.Linear(self.hidden, num_classes)
+        self._add_fc_layers(256 * 6 * 6, dropout, num_classes)
         init_weights(self, init, activation)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
