@@ -1,13 +1,11 @@
 """The fused LRN kernels against the paper's formula (alexnet.models.lrn.lrn_reference).
 
 The Triton kernels run on CPU tensors under Triton's interpreter: the ``interpret`` fixture
-(tests/kernels/conftest.py) sets TRITON_INTERPRET=1 for one test. Triton reads that variable when
+(tests/conftest.py) sets TRITON_INTERPRET=1 for one test. Triton reads that variable when
 ``triton.jit`` wraps a function, and alexnet.kernels.lrn wraps its kernels lazily per interpreter
 setting, so this works whether or not triton was imported earlier in the session. Tensors are
 tiny because the interpreter is slow.
 """
-
-import importlib.util
 
 import pytest
 import torch
@@ -22,8 +20,8 @@ from alexnet.kernels.lrn import (
     lrn_triton,
 )
 from alexnet.models.lrn import LocalResponseNorm, lrn_reference
+from conftest import HAS_TRITON
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 CL = torch.channels_last
 
