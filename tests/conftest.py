@@ -1,7 +1,9 @@
-"""Shared fixtures: compose the real Hydra configs, and build tiny datasets on disk."""
+"""Shared fixtures: compose the real Hydra configs, build tiny datasets on disk, and switch
+Triton's CPU interpreter on or off for one test (tests/kernels)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = str(REPO / "conf")
 REAL_DATA = Path(os.environ.get("DATA_DIR", REPO / "data"))
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 # Keep CPU tests on the cores CI has; more threads than cores only slows them down.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -82,3 +85,25 @@ def imagenet_folder(tmp_path_factory) -> Path:
     Image.fromarray(gray, mode="L").save(odd / "gray scale.JPEG")
     Image.new("CMYK", (280, 300), (10, 200, 30, 40)).save(odd / "it's cmyk.JPEG")
     return root
+
+
+# Here rather than in tests/kernels/conftest.py: tests import this file as `conftest`, and a
+# second conftest.py would shadow it. alexnet.kernels is imported inside the fixtures so that
+# runs which do not use them never import triton.
+@pytest.fixture
+def interpret(monkeypatch):
+    """TRITON_INTERPRET=1 for one test: the Triton kernels run on CPU tensors."""
+    from alexnet.kernels import lrn as klrn
+
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert klrn._interpreting()
+
+
+@pytest.fixture
+def no_interpret(monkeypatch):
+    from alexnet.kernels import lrn as klrn
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not klrn._interpreting()

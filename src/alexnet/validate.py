@@ -55,6 +55,20 @@ class ConfigError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def _unwritable(key: str, folder: Any) -> tuple[str, OSError] | None:
+    """None when ``folder`` (the value of ``key``) can be created and written in; else the
+    one-line complaint and the OSError behind it. Makes the folder, as the run would."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        message = (f"{key}={folder} is not writable ({err.strerror or err}); set LOG_DIR or "
+                   f"paths.log_dir to a folder you can write")
+        return message, err
+    return None
+
+
 def validate_config(cfg: DictConfig, stage: str = "train") -> None:
     """Raise ConfigError for the first problem found in `cfg` (train, eval or data config)."""
     if stage not in STAGES:
@@ -175,13 +189,9 @@ class _Checks:
         out = self.get("paths.output_dir", None)
         if out is None:
             return
-        try:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-                pass
-        except OSError as err:
-            raise ConfigError(f"paths.output_dir={out} is not writable ({err.strerror or err}); "
-                              f"set LOG_DIR or paths.log_dir to a folder you can write") from None
+        problem = _unwritable("paths.output_dir", out)
+        if problem is not None:
+            raise ConfigError(problem[0])
 
     def ckpt_path(self) -> None:
         path = self.get("ckpt_path", None)
@@ -504,17 +514,14 @@ class LogDirCheck(_HydraCallback):
         log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
         if log_dir is None:
             return
-        try:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=log_dir, prefix=".write-test-"):
-                pass
-        except OSError as err:
-            message = (f"paths.log_dir={log_dir} is not writable ({err.strerror or err}); set "
-                       f"LOG_DIR or paths.log_dir to a folder you can write")
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise ConfigError(message) from err
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
+        problem = _unwritable("paths.log_dir", log_dir)
+        if problem is None:
+            return
+        message, err = problem
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise ConfigError(message) from err
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _shape(output) -> tuple[int, ...]:

@@ -4,24 +4,12 @@ The Triton kernels run on CPU under Triton's interpreter (TRITON_INTERPRET=1, se
 the net is the CIFAR one at a quarter of its width so the interpreter stays quick.
 """
 
-import importlib.util
-
 import pytest
 import torch
 
 from alexnet.kernels import lrn as klrn
 from alexnet.kernels.lrn import FusedLocalResponseNorm
 from alexnet.models import AlexNet, AlexNetCifar, LocalResponseNorm
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-
-
-@pytest.fixture
-def interpret(monkeypatch):
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert klrn._interpreting()
 
 
 def _run(model, x, g):

@@ -1,12 +1,11 @@
 """The fused LRN kernels against the paper's formula (alexnet.models.lrn.lrn_reference).
 
-The Triton kernels run on CPU tensors under Triton's interpreter: the ``interpret`` fixture sets
-TRITON_INTERPRET=1 for one test. Triton reads that variable when ``triton.jit`` wraps a function,
-and alexnet.kernels.lrn wraps its kernels lazily per interpreter setting, so this works whether or
-not triton was imported earlier in the session. Tensors are tiny because the interpreter is slow.
+The Triton kernels run on CPU tensors under Triton's interpreter: the ``interpret`` fixture
+(tests/conftest.py) sets TRITON_INTERPRET=1 for one test. Triton reads that variable when
+``triton.jit`` wraps a function, and alexnet.kernels.lrn wraps its kernels lazily per interpreter
+setting, so this works whether or not triton was imported earlier in the session. Tensors are
+tiny because the interpreter is slow.
 """
-
-import importlib.util
 
 import pytest
 import torch
@@ -21,24 +20,10 @@ from alexnet.kernels.lrn import (
     lrn_triton,
 )
 from alexnet.models.lrn import LocalResponseNorm, lrn_reference
+from conftest import HAS_TRITON
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 CL = torch.channels_last
-
-
-@pytest.fixture
-def interpret(monkeypatch):
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert klrn._interpreting()
-
-
-@pytest.fixture
-def no_interpret(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert not klrn._interpreting()
 
 
 def _input(shape, channels_last, dtype=torch.float32, scale=10.0, seed=0):

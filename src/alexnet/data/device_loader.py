@@ -51,7 +51,51 @@ def images_per_rank(n: int, rank: int, world_size: int, drop_last: bool) -> int:
 def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
-class DeviceLoader:
+
+class RankBatches:
+    """What `DeviceLoader` and `StoreLoader` share: the batch settings, the two seeds, and this
+    rank's share of an epoch's order. Subclasses say how many images there are (`_num_images`)
+    and how an epoch's order is drawn and turned into batches."""
+
+    def __init__(
+        self,
+        transform: BatchTransform,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        device: DeviceLike,
+        seed: int | None,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.transform, self.batch_size = transform, batch_size
+        self.shuffle, self.drop_last, self.device = shuffle, drop_last, device
+        self.seed = shared_seed() if seed is None else seed
+        self.rank, self.world_size = rank, world_size
+        self.aug_seed = rank_seed(self.seed, rank)
+
+    def _num_images(self) -> int:
+        raise NotImplementedError
+
+    def _per_rank(self) -> int:
+        return images_per_rank(self._num_images(), self.rank, self.world_size, self.drop_last)
+
+    def __len__(self) -> int:
+        return batch_count(self._per_rank(), self.batch_size, self.drop_last)
+
+    def _rank_share(self, order):
+        """This rank's part of the epoch's `order` (a numpy array or a tensor): every
+        `world_size`-th image from `rank` on, cut to `_per_rank()` images."""
+        return order[self.rank :: self.world_size][: self._per_rank()]
+
+    def _batch_starts(self) -> range:
+        """Where each of this epoch's `len(self)` batches starts in the rank's share."""
+        return range(0, len(self) * self.batch_size, self.batch_size)
+
+
+class DeviceLoader(RankBatches):
     """Iterable of (images float32 (B, 3, crop, crop), labels int64 (B,)) on `device`.
 
     images: uint8 (N, H, W, 3) numpy array; labels (N,). `device` may be a callable, resolved
@@ -72,24 +116,16 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        super().__init__(
+            transform, batch_size, shuffle, drop_last, device, seed, rank, world_size
+        )
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-        self.transform, self.batch_size = transform, batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
-        self.device = device
-        self.seed = shared_seed() if seed is None else seed
-        self.rank, self.world_size = rank, world_size
-        self.aug_seed = rank_seed(self.seed, rank)
         self._on_device: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
         self._order_generator: torch.Generator | None = None
         self._generator: torch.Generator | None = None
 
-    def _per_rank(self) -> int:
-        return images_per_rank(len(self.images), self.rank, self.world_size, self.drop_last)
-
-    def __len__(self) -> int:
-        return batch_count(self._per_rank(), self.batch_size, self.drop_last)
+    def _num_images(self) -> int:
+        return len(self.images)
 
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The uint8 images and labels on `device`, copied there on first use."""
@@ -111,7 +147,7 @@ class DeviceLoader:
             order = torch.randperm(n, generator=self._order_generator, device=device)
         else:
             order = torch.arange(n, device=device)
-        order = order[self.rank :: self.world_size][: self._per_rank()]
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        order = self._rank_share(order)
+        for start in self._batch_starts():
             idx = order[start : start + self.batch_size]
             yield self.transform(images[idx], self._generator), labels[idx]

@@ -38,14 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from alexnet.data.batch_transforms import BatchTransform
-from alexnet.data.device_loader import (
-    DeviceLike,
-    batch_count,
-    images_per_rank,
-    rank_seed,
-    resolve_device,
-    shared_seed,
-)
+from alexnet.data.device_loader import DeviceLike, RankBatches, resolve_device
 from alexnet.data.folder import DataError, FolderIndex, load_rgb, resize_shorter_and_center_crop
 
 log = logging.getLogger(__name__)
@@ -183,7 +176,7 @@ class StoreDataset(Dataset):
 _END = object()
 
 
-class StoreLoader:
+class StoreLoader(RankBatches):
     """Iterable of (images float32 (B, 3, crop, crop), labels int64 (B,)) made on `device`.
 
     For each batch: the JPEG bytes are read from the memory-mapped store, decoded -- with
@@ -216,26 +209,20 @@ class StoreLoader:
         threads: int = 4,
         decode: str = "device",
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        super().__init__(
+            transform, batch_size, shuffle, drop_last, device, seed, rank, world_size
+        )
         if decode not in ("device", "cpu"):
             raise ValueError(f"data.store_decode={decode!r} is unknown; choose device or cpu")
         self.decode = decode
-        self.store, self.transform, self.batch_size = store, transform, batch_size
-        self.shuffle, self.drop_last, self.device = shuffle, drop_last, device
-        self.seed = shared_seed() if seed is None else seed
-        self.rank, self.world_size = rank, world_size
-        self.aug_seed = rank_seed(self.seed, rank)
+        self.store = store
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
         self.epoch = 0
         self._generator: torch.Generator | None = None
         self._labels: torch.Tensor | None = None
 
-    def _per_rank(self) -> int:
-        return images_per_rank(len(self.store), self.rank, self.world_size, self.drop_last)
-
-    def __len__(self) -> int:
-        return batch_count(self._per_rank(), self.batch_size, self.drop_last)
+    def _num_images(self) -> int:
+        return len(self.store)
 
     def _order(self) -> np.ndarray:
         n = len(self.store)
@@ -243,7 +230,7 @@ class StoreLoader:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
             order = np.arange(n)
-        return order[self.rank :: self.world_size][: self._per_rank()]
+        return self._rank_share(order)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = resolve_device(self.device)
@@ -252,8 +239,7 @@ class StoreLoader:
             self._labels = torch.from_numpy(self.store.labels).to(device)
         order = self._order()
         self.epoch += 1
-        starts = range(0, len(self) * self.batch_size, self.batch_size)
-        batches = [order[s : s + self.batch_size] for s in starts]
+        batches = [order[s : s + self.batch_size] for s in self._batch_starts()]
         yield from self._run(batches, device)
 
     # -- the producer thread -----------------------------------------------------------------

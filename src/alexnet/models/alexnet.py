@@ -23,6 +23,8 @@ window never spans the tower boundary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -121,18 +123,85 @@ def init_weights(model: nn.Module, scheme: str, activation: str, init_bias: floa
     - ``"torch"``: leave PyTorch's layer defaults (what ``torchvision.models.alexnet`` gets).
     """
     _check_choice("init", scheme, INITS)
+    _init_layers(
+        model,
+        scheme,
+        activation,
+        output="fc8",
+        paper_std=lambda name: 0.01,
+        paper_bias=lambda name: init_bias if name in ONE_BIAS_LAYERS else 0.0,
+    )
+
+
+def _init_layers(
+    model: nn.Module,
+    scheme: str,
+    activation: str,
+    output: str,
+    paper_std: Callable[[str], float],
+    paper_bias: Callable[[str], float],
+) -> None:
+    """The ``init`` schemes over the ``conv*``/``fc*`` children of ``model``, in order.
+
+    Shared with ``FourLayerCNN``, whose "paper" scheme differs only in its per-layer stds and
+    biases: ``"paper"`` draws N(0, ``paper_std(name)``^2) and sets the bias to
+    ``paper_bias(name)``; ``"kaiming"`` is fan_in with the gain of ``activation`` (linear for the
+    ``output`` layer, which feeds the softmax) and zero biases; ``"torch"`` leaves the defaults.
+    """
     if scheme == "torch":
         return
     for name, layer in model.named_children():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
         if scheme == "paper":
-            nn.init.normal_(layer.weight, mean=0.0, std=0.01)
-            nn.init.constant_(layer.bias, init_bias if name in ONE_BIAS_LAYERS else 0.0)
+            nn.init.normal_(layer.weight, mean=0.0, std=paper_std(name))
+            nn.init.constant_(layer.bias, paper_bias(name))
         else:
-            gain_of = "linear" if name == "fc8" else activation
+            gain_of = "linear" if name == output else activation
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=gain_of)
             nn.init.zeros_(layer.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# The classifier both AlexNet variants put on their conv features
+# --------------------------------------------------------------------------------------------
+
+
+class _FCHead(nn.Module):
+    """fc6 and fc7 (each after dropout, then the activation) and fc8 on ``features(x)``.
+
+    :class:`AlexNet` and :class:`AlexNetTV` differ only in their conv layers: each builds those
+    and ``act``, defines ``features`` and calls :meth:`_add_fc_layers` last.
+    """
+
+    act: nn.Module
+    hidden: int
+
+    def _add_fc_layers(self, in_features: int, dropout: float, num_classes: int) -> None:
+        # Registered after the conv layers, in this order, so that state_dict keys and the
+        # default init's random draws come in the same order as when each net built its own.
+        self.drop6 = nn.Dropout(dropout)
+        self.fc6 = nn.Linear(in_features, self.hidden)
+        self.drop7 = nn.Dropout(dropout)
+        self.fc7 = nn.Linear(self.hidden, self.hidden)
+        self.fc8 = nn.Linear(self.hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer, fc7 after its activation: ``(N, hidden)``.
+
+        Dropout is active in train mode; call under ``model.eval()`` for stable features.
+        """
+        x = torch.flatten(self.features(x), 1)
+        x = self.act(self.fc6(self.drop6(x)))
+        x = self.act(self.fc7(self.drop7(x)))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)``; the softmax lives in the loss."""
+        return self.fc8(self.embed(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +209,7 @@ def init_weights(model: nn.Module, scheme: str, activation: str, init_bias: floa
 # --------------------------------------------------------------------------------------------
 
 
-class AlexNet(nn.Module):
+class AlexNet(_FCHead):
     """The network of Figure 2: five conv layers, three fully-connected layers.
 
     Input 224x224 with conv1 padding 2 (torchvision's choice). The paper's "224x224x3" input
@@ -230,11 +299,7 @@ class AlexNet(nn.Module):
         self.conv5 = TowerConv2d(c4, c5, kernel_size=3, padding=1, groups=towers, impl=conv_impl)
         self.pool5 = nn.MaxPool2d(**self.pool_geometry[pool])
         # The FC layers see all of the previous layer (both towers).
-        self.drop6 = nn.Dropout(dropout)
-        self.fc6 = nn.Linear(c5 * self.final_map**2, self.hidden)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(self.hidden, self.hidden)
-        self.fc8 = nn.Linear(self.hidden, num_classes)
+        self._add_fc_layers(c5 * self.final_map**2, dropout, num_classes)
         init_weights(self, init, activation, init_bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,20 +310,6 @@ class AlexNet(nn.Module):
         x = self.act(self.conv4(x))
         x = self.pool5(self.act(self.conv5(x)))
         return x
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The last hidden layer, fc7 after its activation: ``(N, hidden)``.
-
-        Dropout is active in train mode; call under ``model.eval()`` for stable features.
-        """
-        x = torch.flatten(self.features(x), 1)
-        x = self.act(self.fc6(self.drop6(x)))
-        x = self.act(self.fc7(self.drop7(x)))
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)``; the softmax lives in the loss."""
-        return self.fc8(self.embed(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,7 +388,7 @@ class AlexNetCifar(AlexNet):
 # --------------------------------------------------------------------------------------------
 
 
-class AlexNetTV(nn.Module):
+class AlexNetTV(_FCHead):
     """torchvision's AlexNet: one tower, 64-192-384-256-256 kernels, no LRN, 61,100,840 params.
 
     This is the net torchvision ships as ``alexnet`` (its docs cite "One weird trick for
@@ -371,11 +422,7 @@ class AlexNetTV(nn.Module):
         self.conv5 = nn.Conv2d(256, 256, kernel_size=3, padding=1)
         self.pool5 = nn.MaxPool2d(3, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.drop6 = nn.Dropout(dropout)
-        self.fc6 = nn.Linear(256 * 6 * 6, self.hidden)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(self.hidden, self.hidden)
-        self.fc8 = nn.Linear(self.hidden, num_classes)
+        self._add_fc_layers(256 * 6 * 6, dropout, num_classes)
         init_weights(self, init, activation)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -386,17 +433,6 @@ class AlexNetTV(nn.Module):
         x = self.act(self.conv4(x))
         x = self.pool5(self.act(self.conv5(x)))
         return self.avgpool(x)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """fc7 after its activation: ``(N, 4096)``. Use under ``model.eval()``."""
-        x = torch.flatten(self.features(x), 1)
-        x = self.act(self.fc6(self.drop6(x)))
-        x = self.act(self.fc7(self.drop7(x)))
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)``."""
-        return self.fc8(self.embed(x))
 
 
 def num_parameters(model: nn.Module) -> int:

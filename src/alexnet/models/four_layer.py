@@ -42,8 +42,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet.models.alexnet import ACTIVATIONS, INITS, _activation, _check_choice
-from alexnet.models.lrn import CONVENTIONS, LocalResponseNorm
+from alexnet.models.alexnet import (
+    ACTIVATIONS,
+    INITS,
+    _activation,
+    _check_choice,
+    _init_layers,
+    _lrn,
+)
+from alexnet.models.lrn import CONVENTIONS
 
 # layers-18pct.cfg's initW per layer (the std of the Gaussian), used by init="paper".
 PAPER_INIT_STD = {"conv1": 1e-4, "conv2": 1e-2, "conv3": 1e-2, "fc4": 1e-2}
@@ -79,14 +86,22 @@ class FourLayerCNN(nn.Module):
         self.act = _activation(activation)
         self.conv1 = nn.Conv2d(3, 32, kernel_size=5, padding=2)
         self.pool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.norm1 = _lrn(lrn, lrn_convention)
+        self.norm1 = _lrn(lrn, lrn_convention, towers=1, impl="torch")
         self.conv2 = nn.Conv2d(32, 32, kernel_size=5, padding=2)
         self.pool2 = nn.AvgPool2d(3, stride=2, ceil_mode=True)
-        self.norm2 = _lrn(lrn, lrn_convention)
+        self.norm2 = _lrn(lrn, lrn_convention, towers=1, impl="torch")
         self.conv3 = nn.Conv2d(32, 64, kernel_size=5, padding=2)
         self.pool3 = nn.AvgPool2d(3, stride=2, ceil_mode=True)
         self.fc4 = nn.Linear(self.hidden, num_classes)
-        _init(self, init, activation)
+        # layers-18pct's init: its own std per layer, zero biases.
+        _init_layers(
+            self,
+            init,
+            activation,
+            output="fc4",
+            paper_std=lambda name: PAPER_INIT_STD[name],
+            paper_bias=lambda name: 0.0,
+        )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1..pool3: the ``(N, 64, 4, 4)`` maps fc4 reads."""
@@ -101,27 +116,6 @@ class FourLayerCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)``; the softmax lives in the loss."""
         return self.fc4(self.embed(x))
-
-
-def _lrn(enabled: bool, convention: str) -> nn.Module:
-    # Identity keeps the layer names stable, so lrn on/off checkpoints have the same keys.
-    if not enabled:
-        return nn.Identity()
-    return LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=convention)
-
-
-def _init(model: FourLayerCNN, scheme: str, activation: str) -> None:
-    if scheme == "torch":
-        return
-    for name, layer in model.named_children():
-        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
-            continue
-        if scheme == "paper":
-            nn.init.normal_(layer.weight, mean=0.0, std=PAPER_INIT_STD[name])
-        else:
-            gain_of = "linear" if name == "fc4" else activation
-            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity=gain_of)
-        nn.init.zeros_(layer.bias)
 
 
 __all__ = ["FourLayerCNN", "PAPER_INIT_STD"]
