@@ -22,7 +22,8 @@ import pytest
 import torch
 
 import alexnet.train as train_module
-from alexnet.train import train
+from alexnet.data.device_loader import DeviceLoader
+from alexnet.train import build_data, train
 from conftest import compose_config
 from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 
@@ -132,6 +133,33 @@ def test_step_limited_run_matches_and_resumes_mid_epoch(reference, tmp_path, mon
     assert load(last)["global_step"] == 16
     run(tmp_path / "b", [*BY_STEPS, f"ckpt_path={last}"])
     assert_same_training_state(reference, tmp_path / "b" / "checkpoints" / "last.ckpt")
+
+
+# The GPU-resident loader (alexnet.data.device_loader), here on the CPU: its order, draws and
+# mid-epoch position must resume as exactly as the DataLoader's.
+GPU_RESIDENT = ["+data.gpu_resident=true"]
+
+
+@pytest.fixture(scope="module")
+def gpu_resident_reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference_gpu_resident")
+    dm = build_data(compose_config("train", [*BASE, *GPU_RESIDENT], out))
+    dm.setup("fit")
+    assert isinstance(dm.train_dataloader(), DeviceLoader)
+    run(out, GPU_RESIDENT)
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("crash_at, saved", [(14, 12), (11, PER_EPOCH)])
+def test_gpu_resident_crash_then_resume_is_bit_identical(
+    crash_at, saved, gpu_resident_reference, tmp_path, monkeypatch
+):
+    run(tmp_path / "a", GPU_RESIDENT, crash_at=crash_at, monkeypatch=monkeypatch)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert load(last)["global_step"] == saved  # mid-epoch 1 / the boundary of epochs 0 and 1
+    run(tmp_path / "b", [*GPU_RESIDENT, f"ckpt_path={last}"])
+    assert_same_training_state(gpu_resident_reference,
+                               tmp_path / "b" / "checkpoints" / "last.ckpt")
 
 
 def start(out: Path, extra=()) -> subprocess.Popen:

@@ -6,6 +6,7 @@ import torch
 
 from alexnet.data.batch_transforms import BatchEval, BatchTrain
 from alexnet.data.device_loader import DeviceLoader
+from alexnet.data.order import batch_seed, epoch_permutation
 from alexnet.data.stats import compute_stats
 from alexnet.train import build_data
 
@@ -111,6 +112,81 @@ def test_ranks_share_the_run_seed_but_not_the_augmentation(monkeypatch):
         loaders.append(DeviceLoader(images, labels, BatchEval(stats, mode="full"), 8,
                                     shuffle=True, drop_last=True, rank=rank, world_size=2))
     assert loaders[0].seed == loaders[1].seed == 3
-    assert loaders[0].aug_seed != loaders[1].aug_seed
+    assert loaders[0].batch_seed(0, 0) != loaders[1].batch_seed(0, 0)
     seen = [set(torch.cat([_ids(x, stats) for x, _ in loader]).tolist()) for loader in loaders]
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 32
+
+
+def _train_loader(images, labels, **kw):
+    stats = compute_stats(images)
+    transform = BatchTrain(stats, crop=8, pad=2, lighting=0.1)
+    return DeviceLoader(images, labels, transform, batch_size=8, shuffle=True, drop_last=True,
+                        **{"seed": 5, **kw})
+
+
+def _same_batches(a, b):
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
+def test_an_epoch_does_not_depend_on_the_epochs_before_it():
+    images, labels = _labelled_images(n=50)
+    walked = _train_loader(images, labels)
+    epochs = [list(walked) for _ in range(3)]  # each complete pass moves on one epoch
+    assert walked.epoch == 3
+    fresh = _train_loader(images, labels)
+    fresh.set_epoch(2)  # what Lightning does when a run resumes into epoch 2
+    _same_batches(list(fresh), epochs[2])
+    again = _train_loader(images, labels)
+    again.set_epoch(0)
+    _same_batches(list(again), epochs[0])
+    assert not torch.equal(epochs[1][0][1], epochs[2][0][1])  # still a new order every epoch
+
+
+def test_epoch_order_and_draws_come_from_seed_epoch_rank_batch():
+    """Epoch e's order is epoch_permutation(seed, e); batch b is augmented by a generator
+    seeded from batch_seed(seed, e, rank, b): the same draws as the DataLoader path's seeds."""
+    images, labels = _labelled_images(n=50)
+    for rank in range(2):
+        loader = _train_loader(images, labels, rank=rank, world_size=2)
+        loader.set_epoch(3)
+        order = epoch_permutation(5, 3, 50)[rank::2][:25]
+        assert len(loader) == 3
+        for b, (x, y) in enumerate(loader):
+            idx = order[b * 8 : (b + 1) * 8]
+            generator = torch.Generator().manual_seed(batch_seed(5, 3, rank, b))
+            assert torch.equal(x, loader.transform(torch.from_numpy(images[idx]), generator))
+            assert y.tolist() == labels[idx].tolist()
+
+
+def test_resuming_mid_epoch_starts_at_the_next_batch():
+    images, labels = _labelled_images(n=50)
+    walked = _train_loader(images, labels)
+    epochs = [list(walked) for _ in range(2)]
+    resumed = _train_loader(images, labels)
+    resumed.resume_at = (1, 2)  # two batches of epoch 1 trained on
+    resumed.set_epoch(1)
+    assert len(resumed) == 6  # the whole epoch's count, as Lightning expects
+    _same_batches(list(resumed), epochs[1][2:])
+    resumed.set_epoch(1)
+    _same_batches(list(resumed), epochs[1][2:])  # iterated again: the same place
+    resumed.set_epoch(2)  # later epochs start at their beginning
+    assert len(list(resumed)) == 6
+
+
+def test_the_checkpoint_position_reaches_the_device_loader(cfg_factory, cifar_folder):
+    cfg = cfg_factory(["data.gpu_resident=true", f"paths.data_dir={cifar_folder}",
+                       "data.val_size=40", "data.batch_size=16"])
+    dm = build_data(cfg)
+    dm.load_state_dict({"train_order": {"seed": 11, "epoch": 2, "batches_done": 3}})
+    dm.setup("fit")
+    train = dm.train_dataloader()
+    assert train.seed == 11 and train.resume_at == (2, 3)
+    assert train.sampler is train  # Lightning sets the epoch through it
+    train.sampler.set_epoch(2)
+    resumed = list(train)
+    full = dm.train_dataloader()
+    full.resume_at = None
+    full.set_epoch(2)
+    _same_batches(resumed, list(full)[3:])

@@ -13,6 +13,7 @@ from PIL import Image
 from alexnet.data import DataError
 from alexnet.data.batch_transforms import BatchEval, BatchTrain
 from alexnet.data.folder import index_folder, load_rgb, resize_shorter_and_center_crop
+from alexnet.data.order import batch_seed
 from alexnet.data.stats import imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreLoader, store_folder, write_store
 from alexnet.prepare_store import prepare_store
@@ -68,16 +69,68 @@ def test_train_loader_equals_batch_transform_of_decoded_images(store_root):
     loader = StoreLoader(store, transform, batch_size=5, shuffle=True, drop_last=True, seed=11)
     epoch = list(loader)
     assert len(epoch) == len(loader) == 2
-    # Replay: the same permutation and the same device generator give the same batches.
+    # Replay: epoch 0's permutation, and each batch's draws from a generator seeded by
+    # (seed, epoch, rank, batch), give the same batches.
     order = np.random.default_rng([11, 0]).permutation(len(store))
-    generator = torch.Generator().manual_seed(loader.aug_seed)
     for b, (x, y) in enumerate(epoch):
         idx = order[b * 5 : (b + 1) * 5]
         images = torch.from_numpy(np.stack([store.decode(i) for i in idx]))
+        generator = torch.Generator().manual_seed(batch_seed(11, 0, 0, b))
         assert torch.equal(x, transform(images, generator))
         assert y.tolist() == store.labels[idx].tolist()
     second = [y for _, y in loader]
     assert not all(torch.equal(a, b) for (_, a), b in zip(epoch, second, strict=True))
+
+
+def _same_batches(a, b):
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
+def _train_loader(store, **kw):
+    transform = BatchTrain(imagenet_default_stats(256), crop=224, flip=True, lighting=0.1)
+    return StoreLoader(store, transform, batch_size=3, shuffle=True, drop_last=True, seed=11,
+                       threads=2, **kw)
+
+
+def test_store_epoch_does_not_depend_on_the_epochs_before_it(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "train")
+    walked = _train_loader(store)
+    epochs = [list(walked) for _ in range(3)]  # each complete pass moves on one epoch
+    assert walked.epoch == 3 and len(epochs[2]) == 4
+    fresh = _train_loader(store)
+    fresh.set_epoch(2)
+    _same_batches(list(fresh), epochs[2])
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(epochs[1], epochs[2], strict=True))
+    # under DDP: one permutation shared, draws per rank
+    ranks = [_train_loader(store, rank=r, world_size=2) for r in range(2)]
+    shared = np.random.default_rng([11, 2]).permutation(14)
+    assert [r.order(2).tolist() for r in ranks] == [shared[0::2].tolist(), shared[1::2].tolist()]
+    assert ranks[0].batch_seed(2, 0) != ranks[1].batch_seed(2, 0)
+
+
+def test_store_loader_resumes_mid_epoch(store_root):
+    store = JpegStore(store_folder(store_root / "imagenet"), "train")
+    walked = _train_loader(store)
+    epochs = [list(walked) for _ in range(2)]
+    resumed = _train_loader(store)
+    resumed.resume_at = (1, 3)
+    resumed.set_epoch(1)
+    assert len(resumed) == 4
+    _same_batches(list(resumed), epochs[1][3:])
+
+
+def test_the_checkpoint_position_reaches_the_store_loader(cfg_factory, store_root):
+    cfg = cfg_factory(["data=imagenet", "aug=paper", "data.num_classes=3", "data.store=true",
+                       "data.batch_size=4", "data.num_workers=1", f"paths.data_dir={store_root}"])
+    dm = build_data(cfg)
+    dm.load_state_dict({"train_order": {"seed": 9, "epoch": 1, "batches_done": 2}})
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.seed == 9 and loader.resume_at == (1, 2) and loader.sampler is loader
+    loader.sampler.set_epoch(1)
+    assert len(list(loader)) == len(loader) - 2 == 1
 
 
 def test_stopping_early_ends_the_producer_thread(store_root):

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from alexnet.data.folder import DataError, FolderIndex, resize_shorter_and_center_crop
 from alexnet.data.images import MAX_PIXELS, BadImage, ImageRecord, open_rgb
-from alexnet.data.order import KeyedItems, order_state, train_order, worker_init
+from alexnet.data.order import KeyedItems, TrainOrder, order_state, train_order, worker_init
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import build_transforms
 
@@ -77,6 +77,15 @@ class FolderDataset(KeyedItems, Dataset):
             f"{self.MAX_REPLACEMENTS} consecutive unusable images from {self.index.paths[i]} on; "
             f"`python -m alexnet.check_data` lists what is wrong with {self.index.root}"
         )
+
+
+def start_where(loader, order: TrainOrder | None):
+    """A fast loader (`alexnet.data.device_loader.RankBatches`) set to start where the training
+    `order` does: its epoch, and the batches of it a restored checkpoint has trained on."""
+    if order is not None:
+        loader.set_epoch(order.epoch)
+        loader.resume_at = order.resume_at
+    return loader
 
 
 def split_train_val(n: int, val_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -190,8 +199,9 @@ class ClassificationDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         return module.device if module is not None else torch.device("cpu")
 
-    def _device_loader(self, dataset: Dataset, shuffle: bool, batch_size: int):
-        """A loader that makes batches on the model's device, or None for a DataLoader."""
+    def _device_loader(self, dataset: Dataset, batch_size: int, order: TrainOrder | None):
+        """A loader that makes batches on the model's device, or None for a DataLoader.
+        `order` is the training order (None for evaluation): where the fit starts or resumes."""
         if not self.gpu_resident:
             return None
         if not isinstance(dataset, ArrayDataset):
@@ -202,17 +212,23 @@ class ClassificationDataModule(L.LightningDataModule):
         from alexnet.data.batch_transforms import batch_transform_of
         from alexnet.data.device_loader import DeviceLoader
 
-        trainer = self.trainer
-        return DeviceLoader(
+        loader = DeviceLoader(
             dataset.images, dataset.labels, batch_transform_of(dataset.transform), batch_size,
-            shuffle=shuffle, drop_last=shuffle, device=self.model_device,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
+            shuffle=order is not None, drop_last=order is not None, device=self.model_device,
+            **self._fast_loader_args(),
         )
+        return start_where(loader, order)
+
+    def _fast_loader_args(self) -> dict[str, int]:
+        """The fast loaders' seed and rank: the training order's seed (the run's, or the
+        checkpoint's), shared by every rank."""
+        trainer = self.trainer
+        return {"seed": self.order_seed, "rank": trainer.global_rank if trainer else 0,
+                "world_size": trainer.world_size if trainer else 1}
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
         # Training passes its resumable order as the sampler; evaluation passes none.
-        device_loader = self._device_loader(dataset, sampler is not None, batch_size)
+        device_loader = self._device_loader(dataset, batch_size, sampler)
         if device_loader is not None:
             return device_loader
         # A transform whose outputs differ in size (VGG's dense evaluation) says how to batch them.

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Subset
 
-from alexnet.data.base import ClassificationDataModule, FolderDataset
+from alexnet.data.base import ClassificationDataModule, FolderDataset, start_where
 from alexnet.data.folder import DataError, index_folder
 from alexnet.data.images import MAX_PIXELS
 from alexnet.data.stats import DatasetStats, compute_stats, imagenet_default_stats
@@ -131,19 +131,17 @@ class ImageNetDataModule(ClassificationDataModule):
         self.val_set = StoreDataset(val, val_tf)
         self.test_set = StoreDataset(val, test_tf)
 
-    def _device_loader(self, dataset, shuffle: bool, batch_size: int):
+    def _device_loader(self, dataset, batch_size: int, order):
         if not self.store:
-            return super()._device_loader(dataset, shuffle, batch_size)
+            return super()._device_loader(dataset, batch_size, order)
         from alexnet.data.batch_transforms import batch_transform_of
 
-        trainer = self.trainer
-        return StoreLoader(
-            dataset.store, batch_transform_of(dataset.transform), batch_size, shuffle=shuffle,
-            drop_last=shuffle, device=self.model_device, threads=max(1, self.num_workers),
-            decode=self.store_decode,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
+        loader = StoreLoader(
+            dataset.store, batch_transform_of(dataset.transform), batch_size,
+            shuffle=order is not None, drop_last=order is not None, device=self.model_device,
+            threads=max(1, self.num_workers), decode=self.store_decode, **self._fast_loader_args(),
         )
+        return start_where(loader, order)
 
     def _check_image_size(self) -> None:
         vgg = self.aug.get("name") == "vgg"

@@ -12,8 +12,10 @@ albumentations draws crops and flips from generators of its own that no checkpoi
 - `KeyedItems` (mixed into the datasets) reseeds the transform from that seed at the start of
   each batch, so augmentation no longer depends on the number of workers, on which worker got the
   batch, or on where a run was resumed. Reseeding costs ~35 us per batch, not per image.
-- `order_state` / `resume_order` carry the position through the data module's `state_dict`
+- `order_state` / `train_order` carry the position through the data module's `state_dict`
   (which Lightning saves in every checkpoint and restores before it asks for the loaders).
+- `epoch_permutation` and `batch_seed` are the two draws, as functions: the fast loaders
+  (`alexnet.data.device_loader`, `alexnet.data.store`) use the same ones.
 
 `TrainOrder` subclasses `DistributedSampler` only so that Lightning, under DDP, keeps it instead
 of wrapping it in a sampler of its own; it shards the permutation across ranks itself.
@@ -30,6 +32,16 @@ import numpy as np
 from torch.utils.data import DistributedSampler
 
 Key = tuple[int, int]
+
+
+def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
+    """Epoch `epoch`'s shuffled order of `size` images: a function of `(seed, epoch)` alone."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def batch_seed(seed: int, epoch: int, rank: int, batch: int) -> int:
+    """The augmentation seed of batch `batch` of `epoch` on `rank` (a 32-bit integer)."""
+    return int(np.random.SeedSequence([seed, epoch, rank, batch]).generate_state(1)[0])
 
 
 class TrainOrder(DistributedSampler):
@@ -64,15 +76,14 @@ class TrainOrder(DistributedSampler):
     def indices(self, epoch: int) -> np.ndarray:
         """This rank's indices of `epoch`, in order (padded by wrapping, as DistributedSampler)."""
         if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+            order = epoch_permutation(self.seed, epoch, self.size)
         else:
             order = np.arange(self.size)
         order = np.resize(order, len(self) * self.num_replicas)
         return order[self.rank :: self.num_replicas]
 
     def batch_seed(self, epoch: int, batch: int) -> int:
-        entropy = [self.seed, epoch, self.rank, batch]
-        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        return batch_seed(self.seed, epoch, self.rank, batch)
 
     def __iter__(self) -> Iterator[Key]:
         epoch = self.epoch  # read now: worker prefetching starts before the first next()

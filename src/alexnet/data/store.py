@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -188,10 +188,14 @@ class StoreLoader(RankBatches):
     to `prefetch` batches ahead -- on CUDA in its own stream, the training stream waiting on an
     event per batch -- so decoding overlaps training.
 
-    Order: a permutation per epoch from a numpy generator seeded by (`seed`, epoch), the same on
-    every rank (`seed=None`: the run's seed, `shared_seed`); under DDP each rank takes every
-    `world_size`-th image of it. The augmentation draws come from a device generator seeded by
-    (`seed`, rank) that carries on across epochs.
+    Randomness, exactly resumable as `DeviceLoader`'s (`alexnet.data.device_loader`): epoch `e`'s
+    order is `epoch_permutation(seed, e)`, the same on every rank (`seed=None`: the run's seed,
+    `shared_seed`), of which each rank takes every `world_size`-th image; batch `b`'s draws come
+    from a device generator reseeded from `batch_seed(seed, e, rank, b)`. An epoch therefore does
+    not depend on the epochs iterated before it, and a loader resuming `b` batches into an epoch
+    (`resume_at`, set by the data module from the checkpoint) starts at batch `b`. Lightning sets
+    the epoch through `loader.sampler.set_epoch`; without it each complete pass moves on to the
+    next epoch.
     """
 
     def __init__(
@@ -208,46 +212,42 @@ class StoreLoader(RankBatches):
         prefetch: int = 3,
         threads: int = 4,
         decode: str = "device",
+        epoch: int = 0,
     ) -> None:
         super().__init__(
-            transform, batch_size, shuffle, drop_last, device, seed, rank, world_size
+            transform, batch_size, shuffle, drop_last, device, seed, rank, world_size, epoch
         )
         if decode not in ("device", "cpu"):
             raise ValueError(f"data.store_decode={decode!r} is unknown; choose device or cpu")
         self.decode = decode
         self.store = store
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
-        self.epoch = 0
-        self._generator: torch.Generator | None = None
-        self._labels: torch.Tensor | None = None
+        self._labels: tuple[torch.device, torch.Tensor] | None = None
 
     def _num_images(self) -> int:
         return len(self.store)
 
-    def _order(self) -> np.ndarray:
-        n = len(self.store)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
-        else:
-            order = np.arange(n)
-        return self._rank_share(order)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: nothing is read (and no thread started) before the first batch is asked
+        # for, by which time Lightning has set the epoch.
+        epoch, numbers = self._plan()
         device = resolve_device(self.device)
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.aug_seed)
-            self._labels = torch.from_numpy(self.store.labels).to(device)
-        order = self._order()
-        self.epoch += 1
-        batches = [order[s : s + self.batch_size] for s in self._batch_starts()]
-        yield from self._run(batches, device)
+        if self._labels is None or self._labels[0] != device:
+            self._labels = (device, torch.from_numpy(self.store.labels).to(device))
+        order = self.order(epoch)
+        # lazily, in the producer thread: a seed costs ~30 us, an ImageNet epoch has 10k batches
+        batches = ((order[self._batch_slice(b)], self.batch_seed(epoch, b)) for b in numbers)
+        yield from self._run(batches, self._labels[1], device)
+        self._finished(epoch)
 
     # -- the producer thread -----------------------------------------------------------------
-    def _run(self, batches: list[np.ndarray], device: torch.device):
+    def _run(self, batches: Iterable[tuple[np.ndarray, int]], labels: torch.Tensor,
+             device: torch.device):
+        """Yield the batches of `(indices, augmentation seed)` made by a producer thread."""
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         producer = threading.Thread(
-            target=self._produce, args=(batches, device, ready, stop), daemon=True
+            target=self._produce, args=(batches, labels, device, ready, stop), daemon=True
         )
         producer.start()
         try:
@@ -270,7 +270,7 @@ class StoreLoader(RankBatches):
                     pass
             producer.join()
 
-    def _produce(self, batches, device, ready: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, batches, labels, device, ready: queue.Queue, stop: threading.Event) -> None:
         def put(item) -> bool:
             while not stop.is_set():
                 try:
@@ -281,26 +281,32 @@ class StoreLoader(RankBatches):
             return False
 
         try:
+            # This pass's own generator, reseeded per batch (host-side state: no sync).
+            generator = torch.Generator(device=device)
             with ThreadPoolExecutor(self.threads) as pool:
                 if device.type == "cuda":
                     with torch.cuda.device(device):
                         stream = torch.cuda.Stream(device)
                         with torch.cuda.stream(stream):
-                            for idx in batches:
-                                x, y = self._batch(idx, device, pool)
+                            for idx, seed in batches:
+                                x, y = self._batch(idx, labels, generator.manual_seed(seed),
+                                                   device, pool)
                                 event = torch.cuda.Event()
                                 event.record(stream)
                                 if not put((x, y, event)):
                                     return
                 else:
-                    for idx in batches:
-                        if not put((*self._batch(idx, device, pool), None)):
+                    for idx, seed in batches:
+                        x, y = self._batch(idx, labels, generator.manual_seed(seed), device,
+                                           pool)
+                        if not put((x, y, None)):
                             return
             put(_END)
         except BaseException as err:  # handed to the consumer, which raises it
             put(err)
 
-    def _batch(self, idx: np.ndarray, device: torch.device, pool: ThreadPoolExecutor):
+    def _batch(self, idx: np.ndarray, labels: torch.Tensor, generator: torch.Generator,
+               device: torch.device, pool: ThreadPoolExecutor):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         encoded = list(pool.map(self.store.encoded, idx))
@@ -312,8 +318,7 @@ class StoreLoader(RankBatches):
             if device.type != "cpu":
                 batch = batch.pin_memory().to(device, non_blocking=True)
         batch = batch.permute(0, 2, 3, 1)  # (B, H, W, 3) view of (B, 3, H, W)
-        labels = self._labels[torch.from_numpy(idx).to(device)]
-        return self.transform(batch, self._generator), labels
+        return self.transform(batch, generator), labels[torch.from_numpy(idx).to(device)]
 
 
 __all__ = [
