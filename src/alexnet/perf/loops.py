@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.models import build_model
 from alexnet.module import Classifier
+from alexnet.resume import ResumeCheckpoint
 from alexnet.train import build_callbacks  # a real run's callbacks, not a copy of them
 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
@@ -158,8 +159,9 @@ def lightning_loop(
 ) -> float:
     """img/s of the same step under `lightning.Trainer.fit`, with what a real run has around it:
     the CSV logger (every 50 steps) and the per-step callbacks `alexnet.train` gives a run
-    (speed, images seen, the NaN guard, the progress bar refreshed every 20 steps); checkpoints
-    are left out (a run writes them every 2000 steps)."""
+    (speed, images seen, the NaN guard, the progress bar refreshed every 20 steps, and
+    `last.ckpt`'s callback, which records the RNG state before every batch; it writes only at
+    the end, after the timed steps, where a run writes every 2000 steps)."""
     cls = NaiveClassifier if naive else Classifier
     optimizer = unfused_sgd if naive else paper_sgd
     module = cls(model=model, optimizer=optimizer, channels_last=channels_last, compile=compile)
@@ -167,12 +169,13 @@ def lightning_loop(
     spec = {"checkpoint": None, "progress_bar": progress_bar, "progress_refresh": 20,
             "nonfinite": "stop"}
     with tempfile.TemporaryDirectory() as logs:
-        callbacks = [timer, *build_callbacks(OmegaConf.create({"callbacks": spec}), Path(logs))]
+        callbacks = [timer, *build_callbacks(OmegaConf.create({"callbacks": spec}), Path(logs)),
+                     ResumeCheckpoint(Path(logs) / "checkpoints")]
         trainer = L.Trainer(
             accelerator=device.type, devices=1,
             precision="bf16-mixed" if precision == "bf16" else "32-true",
             max_steps=warmup + steps, logger=CSVLogger(logs), log_every_n_steps=50,
-            callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=progress_bar,
+            callbacks=callbacks, enable_checkpointing=True, enable_progress_bar=progress_bar,
             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
             default_root_dir=logs,
         )
