@@ -26,6 +26,7 @@ Two ways to keep a step out of the weights, chosen per step:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import lightning as L
@@ -63,13 +64,24 @@ class NonFiniteLoss(CleanStop):
 
 @dataclass
 class _Flag:
-    """One micro-batch's finiteness, still on the device."""
+    """One step's finiteness (any of its accumulated batches), still on the device."""
 
     step: int
     epoch: int
     batch: int
-    bad: torch.Tensor  # 0-d bool
+    bad: torch.Tensor  # 0-d: bool, then float32 once agreed across ranks
     loss: torch.Tensor  # 0-d
+
+
+def any_rank(bad: torch.Tensor) -> torch.Tensor:
+    """1.0 where any rank's flag is 1.0 (float32, 0-d). Under DDP a NaN on one rank reaches
+    every rank's gradients through the all-reduce while the other ranks' losses stay finite, so
+    all must skip or stop together. The all-reduce is queued like any other: no host sync."""
+    bad = bad.float()
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return bad
 
 
 def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
@@ -84,7 +96,7 @@ class NonFiniteGuard(L.Callback):
         self.mode = mode
         self.skipped: list[int] = []  # global steps whose batch was skipped
         self._drop_grads = False
-        self._bad: torch.Tensor | None = None  # this step's flag for the fused optimizer
+        self._bad: _Flag | None = None  # this step's, for the fused optimizer (device path)
         self._pending: list[_Flag] = []  # device flags the host has not read yet
         self._stop: NonFiniteLoss | None = None  # a bad step read, to stop at the next batch
 
@@ -99,14 +111,17 @@ class NonFiniteGuard(L.Callback):
         step, epoch = trainer.global_step, trainer.current_epoch
         batch = trainer.fit_loop.epoch_loop.batch_idx
         optimizer = self._optimizer(trainer)
+        bad = ~torch.isfinite(loss.detach()).all()
         if optimizer is not None and _skips_on_device(optimizer):
-            bad = ~torch.isfinite(loss.detach()).all()
-            self._bad = bad if self._bad is None else self._bad | bad  # any accumulated batch
-            self._pending.append(_Flag(step, epoch, batch, bad, loss.detach()))
+            if self._bad is None:
+                self._bad = _Flag(step, epoch, batch, bad, loss.detach())
+            else:  # accumulated batches: any of them
+                self._bad.bad = self._bad.bad | bad
             return
-        if bool(torch.isfinite(loss.detach()).all()):  # the host path: one sync per step
+        if not bool(any_rank(bad)):  # the host path: one sync per step
             return
         value = float(loss.detach().float().flatten()[0])
+        value = value if not math.isfinite(value) else math.nan  # the bad loss was another rank's
         if self.mode == "stop":
             raise NonFiniteLoss(value, step, epoch, batch)
         self._skip(value, step, epoch, batch)
@@ -114,9 +129,11 @@ class NonFiniteGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._bad is not None:
+            flag, self._bad = self._bad, None
+            flag.bad = any_rank(flag.bad)
             # Read by the fused kernels when the optimizer steps: 1 skips the whole update.
-            optimizer.found_inf = self._bad.float()
-            self._bad = None
+            optimizer.found_inf = flag.bad
+            self._pending.append(flag)
         elif getattr(optimizer, "found_inf", None) is not None:
             optimizer.found_inf = None  # a flag left from an earlier step must not apply here
         if self._drop_grads:
@@ -137,9 +154,10 @@ class NonFiniteGuard(L.Callback):
         pending, self._pending = self._pending, []
         bad = torch.stack([f.bad for f in pending]).tolist()
         for flag, is_bad in zip(pending, bad, strict=True):
-            if not is_bad or (self.skipped and self.skipped[-1] == flag.step):
+            if not is_bad:
                 continue
             value = float(flag.loss.float().flatten()[0])
+            value = value if not math.isfinite(value) else math.nan  # another rank's loss
             if self.mode == "skip":
                 self._skip(value, flag.step, flag.epoch, flag.batch)
             elif self._stop is None:
