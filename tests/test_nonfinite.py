@@ -62,15 +62,22 @@ class Snapshots(L.Callback):
         self.at[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
 
-def test_skip_leaves_the_weights_untouched_and_counts(poisoned, tmp_path, monkeypatch):
+def train_skipping(overrides, out, monkeypatch) -> dict:
+    """A `callbacks.nonfinite=skip` run: checks that only the bad step was skipped and that it
+    changed nothing (the next step changes the weights again); returns results.json's dict."""
     snapshots = Snapshots()
     build = train_module.build_callbacks
     monkeypatch.setattr(train_module, "build_callbacks", lambda c, o: [*build(c, o), snapshots])
-    results = train(compose_config("train", [*TINY, "callbacks.nonfinite=skip"], tmp_path / "r"))
+    results = train(compose_config("train", [*overrides, "callbacks.nonfinite=skip"], out))
     assert results["status"] == "ok" and results["nonfinite_skipped"] == [BAD_STEP]
     before, after = snapshots.at[BAD_STEP], snapshots.at[BAD_STEP + 1]
     assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
     assert not all(torch.equal(after[k], snapshots.at[BAD_STEP + 2][k]) for k in after)
+    return results
+
+
+def test_skip_leaves_the_weights_untouched_and_counts(poisoned, tmp_path, monkeypatch):
+    train_skipping(TINY, tmp_path / "r", monkeypatch)
 
 
 def test_resuming_the_stopped_run_with_skip_equals_skipping_from_the_start(poisoned, tmp_path):
@@ -107,16 +114,9 @@ class Reads(L.Callback):
 def test_fused_skip_reads_flags_at_log_steps_only(poisoned, tmp_path, monkeypatch):
     from alexnet.nonfinite import NonFiniteGuard
 
-    snapshots, reads = Snapshots(), Reads(NonFiniteGuard)
+    reads = Reads(NonFiniteGuard)
     monkeypatch.setattr(NonFiniteGuard, "_read", reads.patch)
-    build = train_module.build_callbacks
-    monkeypatch.setattr(train_module, "build_callbacks", lambda c, o: [*build(c, o), snapshots])
-    results = train(compose_config("train", [*FUSED, "callbacks.nonfinite=skip"], tmp_path / "r"))
-    assert results["status"] == "ok" and results["nonfinite_skipped"] == [BAD_STEP]
-    before, after = snapshots.at[BAD_STEP], snapshots.at[BAD_STEP + 1]
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
-    assert not all(torch.equal(after[k], snapshots.at[BAD_STEP + 2][k]) for k in after)
-    steps = results["steps"]
+    steps = train_skipping(FUSED, tmp_path / "r", monkeypatch)["steps"]
     assert reads.flags == steps - 1  # every step but the first (host path) left a device flag
     # reads at steps 4, 8, ... and at the 3 epoch ends, never one per step
     assert reads.reads <= steps // 4 + 3 < steps
