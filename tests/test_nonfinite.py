@@ -103,10 +103,10 @@ class Reads(L.Callback):
         self.reads, self.flags = 0, 0
         original = guard_cls._read
 
-        def read(guard, trainer):
+        def read(guard):
             self.reads += bool(guard._pending)
             self.flags += len(guard._pending)
-            return original(guard, trainer)
+            return original(guard)
 
         self.patch = read
 

@@ -24,6 +24,7 @@ import logging
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +129,7 @@ def run_loop(cfg, device, prof) -> dict:
     args = (model, batches, device, prof["precision"], prof["channels_last"], compile,
             prof["warmup"], prof["steps"])
     result: dict[str, Any] = {"name": cfg.loop.variant, "compile": compile}
-    runs = [("raw", lambda: loops.raw_loop(*args)),
-            ("lightning", lambda: loops.lightning_loop(
-                *args, progress_bar=cfg.loop.progress_bar))]
-    if cfg.loop.naive:
-        runs.append(("lightning_naive", lambda: loops.lightning_loop(
-            *args, naive=True, progress_bar=cfg.loop.progress_bar)))
-    for key, fn in runs:
+    for key, fn in _loops(cfg, args).items():
         _attempt(result, lambda key=key, fn=fn: {f"{key}_img_per_s": fn()})
         _release(device)
     raw = result.get("raw_img_per_s")
@@ -147,23 +142,28 @@ def run_loop(cfg, device, prof) -> dict:
     return result
 
 
-def run_host_probe(cfg, device, prof) -> dict[str, Any]:
-    """ms per step of the three loops on a net too small to cost anything: what Lightning and
-    the callbacks add on the host. Without host syncs a GPU hides this time as long as it is
-    shorter than its own step; with one per step, it adds to every step."""
-    probe = cfg.loop.host_probe
-    model = {**OmegaConf.to_container(probe.model, resolve=True)}
-    batches = loops.synthetic_batches(2, probe.batch_size, MODELS[model["name"]].input_size,
-                                      model["num_classes"], device, prof["channels_last"])
-    args = (model, batches, device, prof["precision"], prof["channels_last"], False,
-            probe.warmup, probe.steps)
+def _loops(cfg, args: tuple) -> dict[str, Callable[[], float]]:
+    """The loops to time on the same `args`, by name: raw, Lightning, and the naive baseline."""
     runs = {"raw": lambda: loops.raw_loop(*args),
             "lightning": lambda: loops.lightning_loop(*args, progress_bar=cfg.loop.progress_bar)}
     if cfg.loop.naive:
         runs["lightning_naive"] = lambda: loops.lightning_loop(
             *args, naive=True, progress_bar=cfg.loop.progress_bar)
+    return runs
+
+
+def run_host_probe(cfg, device, prof) -> dict[str, Any]:
+    """ms per step of the three loops on a net too small to cost anything: what Lightning and
+    the callbacks add on the host. Without host syncs a GPU hides this time as long as it is
+    shorter than its own step; with one per step, it adds to every step."""
+    probe = cfg.loop.host_probe
+    model = OmegaConf.to_container(probe.model, resolve=True)
+    batches = loops.synthetic_batches(2, probe.batch_size, MODELS[model["name"]].input_size,
+                                      model["num_classes"], device, prof["channels_last"])
+    args = (model, batches, device, prof["precision"], prof["channels_last"], False,
+            probe.warmup, probe.steps)
     result = {"model": model, "batch_size": probe.batch_size, "steps": probe.steps}
-    for key, fn in runs.items():
+    for key, fn in _loops(cfg, args).items():
         result[f"{key}_ms_per_step"] = 1e3 * probe.batch_size / fn()
         _release(device)
     return result

@@ -42,11 +42,12 @@ MODES = ("stop", "skip", "off")
 class NonFiniteLoss(CleanStop):
     """The training loss became NaN or infinite; nothing of that step reached the weights."""
 
-    def __init__(self, value: float, step: int, epoch: int, batch: int,
-                 stopped_at: int | None = None) -> None:
+    def __init__(self, value: float, step: int, epoch: int, batch: int) -> None:
         super().__init__(value, step, epoch, batch)
         self.value, self.step, self.epoch, self.batch = value, step, epoch, batch
-        self.stopped_at = stopped_at  # the global step it stopped at, when later than `step`
+        # The global step it stopped at, when later than `step` (a fused optimizer's flag,
+        # read on the host after the fact; set by the guard when it raises).
+        self.stopped_at: int | None = None
 
     def __str__(self) -> str:
         where = f"train/loss is {self.value} at global step {self.step} (epoch {self.epoch}, " \
@@ -147,7 +148,7 @@ class NonFiniteGuard(L.Callback):
                     value, step, epoch, batch)
         self.skipped.append(step)
 
-    def _read(self, trainer) -> None:
+    def _read(self) -> None:
         """Read the pending device flags (one sync); record skips, or the stop to make."""
         if not self._pending:
             return
@@ -162,29 +163,28 @@ class NonFiniteGuard(L.Callback):
                 self._skip(value, flag.step, flag.epoch, flag.batch)
             elif self._stop is None:
                 self.skipped.append(flag.step)
-                self._stop = NonFiniteLoss(value, flag.step, flag.epoch, flag.batch,
-                                           stopped_at=trainer.global_step)
+                self._stop = NonFiniteLoss(value, flag.step, flag.epoch, flag.batch)
 
     def _raise_if_stopping(self, trainer) -> None:
         if self._stop is not None:
             stop, self._stop = self._stop, None
-            stop.stopped_at = trainer.global_step
+            stop.stopped_at = trainer.global_step  # where it is raised, after the bad step
             raise stop
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         # A batch start is where the training state is consistent to save (ResumeCheckpoint
         # writes there too); the flags are read when Lightning syncs to log anyway.
         if self._pending and trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
-            self._read(trainer)
+            self._read()
         self._raise_if_stopping(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._read(trainer)  # a stop waits for the next batch start (or the end of training)
+        self._read()  # a stop waits for the next batch start (or the end of training)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._read(trainer)
+        self._read()
         self._raise_if_stopping(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, NonFiniteLoss):
-            self._read(trainer)  # results.json lists what was skipped before, e.g., SIGTERM
+            self._read()  # results.json lists what was skipped before, e.g., SIGTERM

@@ -207,8 +207,8 @@ def report_user_error(err: Exception) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
-    if sweep_dir_of_job() is not None:  # one job of a grid: skip it when done, record a
-        run_sweep_job(cfg, train)           # failure, go on
+    if sweep_dir_of_job() is not None:
+        run_sweep_job(cfg, train)  # one job of a grid: skip it when done, record a failure
         return
     try:
         train(cfg)

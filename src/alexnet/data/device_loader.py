@@ -47,7 +47,6 @@ def resolve_device(device: DeviceLike) -> torch.device:
     return torch.device(device() if callable(device) else device)
 
 
-
 def images_per_rank(n: int, rank: int, world_size: int, drop_last: bool) -> int:
     """How many of `n` images rank `rank` sees (its stride-`world_size` share)."""
     return n // world_size if drop_last else -(-(n - rank) // world_size)
