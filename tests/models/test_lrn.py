@@ -107,3 +107,57 @@ def test_two_tower_alexnet_uses_per_tower_lrn():
     assert AlexNetCifar(towers=2).norm1.groups == 2
     assert AlexNetCifar(towers=1).norm2.groups == 1
     assert AlexNet(towers=2).norm2.groups == 2
+
+
+# ---- the banded implementation's own derivative ---------------------------------------------
+
+
+def _grad(fn, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    a = a.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(fn(a), a, g)
+    return grad
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_backward_equals_autograd_through_the_formula(groups, channels_last):
+    a = post_relu_maps(12) - 10.0  # negative values too: the sign of a matters in the gradient
+    g = torch.randn(a.shape, dtype=a.dtype, generator=torch.Generator().manual_seed(1))
+    if channels_last:
+        a, g = (t.contiguous(memory_format=torch.channels_last) for t in (a, g))
+    lrn = LocalResponseNorm(groups=groups)
+    per_group = a.shape[1] // groups
+
+    def reference(t):
+        return torch.cat([lrn_reference(t[:, i * per_group:(i + 1) * per_group])
+                          for i in range(groups)], dim=1)
+
+    torch.testing.assert_close(lrn(a), reference(a))
+    torch.testing.assert_close(_grad(lrn, a, g), _grad(reference, a, g))
+
+
+def test_bf16_autocast_keeps_the_normalisation_in_fp32():
+    a = post_relu_maps(32, dtype=torch.float32)
+    lrn = LocalResponseNorm()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = lrn(a)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, lrn(a), rtol=0, atol=0)
+
+
+def test_bf16_input_is_normalised_in_fp32_and_returned_in_bf16():
+    a = post_relu_maps(32, dtype=torch.float32).bfloat16()
+    out = LocalResponseNorm()(a)
+    assert out.dtype == torch.bfloat16
+    # One rounding to bf16 of the fp32 result: within bf16's half-ulp (2^-9 relative).
+    torch.testing.assert_close(out.float(), lrn_reference(a.float()), rtol=2**-8, atol=1e-6)
+
+
+def test_compiled_lrn_under_autocast_matches_eager_and_leaves_autocast_on():
+    # Inside torch.compile the plain formula runs; the layer after it must still autocast.
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), LocalResponseNorm(groups=2), nn.Conv2d(8, 4, 3))
+    x = torch.randn(2, 3, 8, 8) * 30
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager, compiled = net(x), torch.compile(net, backend="aot_eager")(x)
+    assert compiled.dtype == eager.dtype == torch.bfloat16
+    torch.testing.assert_close(compiled.float(), eager.float(), rtol=2**-7, atol=1e-2)
