@@ -41,7 +41,7 @@ CASES = [
     (["sched=cosine", "trainer.max_epochs=-1"], "sched.T_max=-1 must be >= 1"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing"),
     (["trainer.max_epochs=1.5"], "trainer.max_epochs=1.5 must be a whole number"),
-    (["trainer.precision=bf17"], "trainer.precision='bf17' is unknown; use 32-true"),
+    (["trainer.precision=bf17"], "trainer.precision='bf17' is unknown; use auto, 32-true"),
     (["+trainer.strategy=dpp"], "trainer.strategy='dpp' is unknown"),
     (["trainer.devices=3"], "data.batch_size=32 is not divisible by the 3 devices"),
     (["trainer.devices=0"], "trainer.devices=0 is not a device count"),

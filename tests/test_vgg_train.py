@@ -37,8 +37,10 @@ def net_a_run(cifar_folder, tmp_path_factory) -> dict:
 
 
 def evaluate_with(ckpt: str, cifar_folder: Path, out: Path, *overrides: str) -> dict:
+    # fp32: these tests compare formulations (dense vs FC), which bf16 would round differently
     cfg = compose_config("eval", [f"ckpt_path={ckpt}", "aug=vgg_cifar", *FAST[:2],
-                                  *cifar(cifar_folder), *overrides], out)
+                                  *cifar(cifar_folder), "trainer.precision=32-true",
+                                  *overrides], out)
     return evaluate(cfg)
 
 

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.hardware import resolve_auto
 from alexnet.module import Classifier
 from alexnet.train import CONF_DIR, USER_ERRORS, build_data, report_user_error
 from alexnet.validate import validate_config
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores of `cfg.ckpt_path` on the chosen split(s); returns what `eval.json` holds."""
+    resolve_auto(cfg)
     validate_config(cfg, "eval")  # before any data or model work; checks the checkpoint too
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ METRICS = {f"{stage}/{name}" for stage in ("train", "val") for name in
            ("loss", "top1_err", "top5_err")} | {"train/lr", "train/img_per_s"}
 PRECISIONS = {"transformer-engine", "transformer-engine-float16", "16-true", "16-mixed",
               "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16",
-              16, 32, 64}
+              16, 32, 64, "auto"}  # auto: alexnet.hardware
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 NONFINITE = ("stop", "skip", "off")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -180,8 +180,10 @@ class _Checks:
     # -- sections --------------------------------------------------------------------------
     def top_level(self) -> None:
         self.integer("seed")
-        for key in ("test", "compile", "channels_last"):
+        for key in ("test", "compile"):
             self.boolean(key)
+        if self.get("channels_last") != "auto":
+            self.boolean("channels_last")
         if self.stage == "eval":
             self.choice("split", ("test", "val", "both"))
 
@@ -347,7 +349,7 @@ class _Checks:
         precision = self.get("trainer.precision", MISSING)
         if precision is not MISSING and precision not in PRECISIONS:
             raise self.fail("trainer.precision", "is unknown",
-                            "use 32-true, bf16-mixed, 16-mixed, bf16-true or 64-true")
+                            "use auto, 32-true, bf16-mixed, 16-mixed, bf16-true or 64-true")
         self.choice("trainer.accelerator", ACCELERATORS)
         self.devices()
         self.strategy()

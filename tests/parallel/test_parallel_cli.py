@@ -67,7 +67,8 @@ def test_towers_cli_checkpoint_scores_the_same_in_the_grouped_net(tmp_path, cfg_
     # the towers tested the best checkpoint; the grouped net scores it the same in one process
     # (the same test batches: debug=limit tests 2 batches of 16)
     eval_cfg = cfg_factory([f"ckpt_path={results['best_ckpt']}", "data=synthetic", "aug=none",
-                            "debug=limit", "data.batch_size=16", "trainer.accelerator=cpu"],
+                            "debug=limit", "data.batch_size=16", "trainer.accelerator=cpu",
+                            "trainer.precision=32-true"],
                            name="eval", output_dir=tmp_path / "eval")
     scored = evaluate(eval_cfg)["metrics"]
     assert scored["test/loss"] == pytest.approx(results["metrics"]["test/loss"], rel=1e-5)

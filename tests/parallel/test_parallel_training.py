@@ -26,6 +26,7 @@ from dist_helpers import free_port
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
+from alexnet.hardware import resolve_auto
 from alexnet.module import Classifier
 from alexnet.parallel.launch import prepare_parallel
 from alexnet.parallel.towers import grouped_state_dict
@@ -78,7 +79,7 @@ def worker(rank: int, port: int, trainer_name: str, tmp: str) -> None:
     torch.set_num_threads(1)
     from conftest import compose_config
 
-    cfg = compose_config("train", overrides(trainer_name), Path(tmp) / "run")
+    cfg = resolve_auto(compose_config("train", overrides(trainer_name), Path(tmp) / "run"))
     L.seed_everything(cfg.seed)
     datamodule, module = build_data(cfg), build_module(cfg)
     record = RecordBatches()
@@ -105,11 +106,12 @@ def replay_single_process(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]])
     model = OmegaConf.to_container(cfg.model, resolve=True)
     module = Classifier(model=model, optimizer=hydra.utils.instantiate(cfg.optim))
     optimizer = module.configure_optimizers()
+    init = {k: v.detach().clone() for k, v in module.net.named_parameters()}
     for x, y in batches:
         optimizer.zero_grad()
         F.cross_entropy(module(x), y).backward()
         optimizer.step()
-    return {k: v.detach() for k, v in module.net.named_parameters()}
+    return {k: (v.detach(), init[k]) for k, v in module.net.named_parameters()}
 
 
 def run(trainer_name: str, tmp: Path) -> list[dict]:
@@ -124,8 +126,17 @@ def assert_bit_identical(a: dict, b: dict, what: str) -> None:
 
 
 def assert_close_to(expected: dict, got: dict) -> None:
-    for k, v in expected.items():
-        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5 * v.abs().max().item(),
+    """`got` trained like `expected` ({name: (weights, initial weights)}), up to float error.
+
+    The ranks reduce the gradient in another order than one process does. Where a gradient sums
+    many terms of both signs (a bias sums its whole output map over the batch) that rounding is
+    relative to the terms, not to the small sum, so it is bounded here by 1% of the largest
+    update the tensor received -- a real fault (half the batch missing, a wrong scale) moves the
+    update by 50% or more.
+    """
+    for k, (v, init) in expected.items():
+        update = (v - init).abs().max().item()
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-2 * update,
                                    msg=lambda m, k=k: f"{k}: {m}")
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
+from alexnet.hardware import resolve_auto
 from alexnet.models import AlexNet, AlexNetCifar, AlexNetTV
 from alexnet.module import Classifier
 from alexnet.parallel.bench import comm_volume
@@ -140,7 +141,7 @@ def test_comm_volume_of_the_paper_net_from_its_shapes():
 
 
 def trainer_from(cfg_factory, overrides):
-    cfg = cfg_factory(overrides)
+    cfg = resolve_auto(cfg_factory(overrides))  # what train() does before building the trainer
     return cfg, hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
 
 
