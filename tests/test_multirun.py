@@ -253,3 +253,65 @@ def test_killed_or_crashed_job_process_fails_only_its_cell_and_is_retried(tmp_pa
     assert read_results(killed / ATTEMPTS / "1")["error"].startswith("killed by SIGKILL")
     assert read_results(killed)["status"] == "failed"
     assert not (ok / ATTEMPTS).exists()
+
+
+@pytest.mark.slow
+def test_grid_killed_mid_cell_resumes_that_cell_and_ends_bit_identical(tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    from tiny_run import PER_EPOCH, TINY
+
+    grid = ["experiment=cifar_lrn", *TINY, "model.lrn=true", "logger=csv",
+            "trainer.log_every_n_steps=1", "callbacks.checkpoint.every_n_steps=4"]
+    one_thread = {"OMP_NUM_THREADS": "1"}  # bit-identical floats across processes
+
+    def run_grid(sweep_dir: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "alexnet.train", "-m", *grid, f"hydra.sweep.dir={sweep_dir}"],
+            cwd=REPO, env={**env(), **one_thread}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    ref = run_grid(tmp_path / "ref")
+    assert ref.wait(600) == 0, ref.stdout.read()[-3000:]
+    [cell] = [p.parent.name for p in (tmp_path / "ref").glob("*/results.json")]
+
+    # the same grid, killed (SIGKILL to the sweep and its job) in the middle of an epoch
+    proc = run_grid(tmp_path / "cut")
+    last = tmp_path / "cut" / cell / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 400
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "no mid-epoch checkpoint"
+        try:
+            step = torch.load(last, weights_only=True, mmap=True)["global_step"]
+        except (FileNotFoundError, RuntimeError, EOFError):
+            step = 0
+        if step > PER_EPOCH and step % PER_EPOCH:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert read_results(tmp_path / "cut" / cell) is None
+
+    again = run_grid(tmp_path / "cut")
+    output = again.stdout.read()
+    assert again.wait(600) == 0, output[-3000:]
+    assert "unfinished: resuming from" in output
+    got, want = (read_results(tmp_path / d / cell) for d in ("cut", "ref"))
+    assert got["status"] == "ok" and got["resumed_from"] == str(last.resolve())
+    timing = {"train/img_per_s": got["metrics"]["train/img_per_s"]}
+    assert got["metrics"] == {**want["metrics"], **timing}
+    a, b = (torch.load(tmp_path / d / cell / "checkpoints" / "last.ckpt", weights_only=True)
+            for d in ("ref", "cut"))
+    assert a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+    def rows_without_timing(d: str) -> list[dict]:
+        with (tmp_path / d / cell / "csv" / "metrics.csv").open(newline="") as f:
+            return [{k: v for k, v in r.items() if k != "train/img_per_s"}
+                    for r in csv.DictReader(f)]
+
+    assert rows_without_timing("cut") == rows_without_timing("ref")

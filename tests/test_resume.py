@@ -225,3 +225,49 @@ def test_sigterm_saves_exits_143_and_resumes_bit_identical(reference, tmp_path):
     assert "Traceback" not in stderr
     resume_in_subprocess(last, tmp_path / "b")
     assert_same_training_state(reference, tmp_path / "b" / "checkpoints" / "last.ckpt")
+
+
+# ---- csv/metrics.csv follows the checkpoint when a run resumes in its own directory ----------
+# (what an ablation grid's interrupted cell does: alexnet.multirun.resume_point)
+CSV = ["logger=csv", "trainer.log_every_n_steps=1"]  # a row every step: some after the checkpoint
+TIMING = "train/img_per_s"  # a measurement of the machine, not of training
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    import csv
+
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if k != TIMING} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def csv_reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference_csv")
+    run(out, CSV)
+    return out
+
+
+@pytest.mark.parametrize("crash_at, saved", [(14, 12), (11, PER_EPOCH)])
+def test_resumed_in_place_the_metrics_file_equals_an_uninterrupted_runs(
+    crash_at, saved, csv_reference, tmp_path, monkeypatch
+):
+    run(tmp_path, CSV, crash_at=crash_at, monkeypatch=monkeypatch)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = load(last)
+    assert state["global_step"] == saved  # mid-epoch 1 / the end of epoch 0
+    assert state["callbacks"]["ResumeCheckpoint"]["csv_rows"] > 0
+    assert len(metrics_rows(tmp_path)) > state["callbacks"]["ResumeCheckpoint"]["csv_rows"]
+    run(tmp_path, [*CSV, f"ckpt_path={last}"])
+    assert metrics_rows(tmp_path) == metrics_rows(csv_reference)
+    assert_same_training_state(csv_reference / "checkpoints" / "last.ckpt", last)
+    # training time adds up over the attempts
+    before = state["callbacks"]["ResumeCheckpoint"]["train_time_s"]
+    resumed = json.loads((tmp_path / "results.json").read_text())
+    assert 0 < before < resumed["train_time_s"]
+
+
+def test_a_fresh_run_in_a_used_directory_starts_an_empty_metrics_file(csv_reference, tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,stale\n0,0,1\n")
+    run(tmp_path, CSV)
+    assert metrics_rows(tmp_path) == metrics_rows(csv_reference)

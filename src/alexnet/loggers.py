@@ -9,6 +9,7 @@ place, which `wandb sync <run dir>/wandb/offline-run-*` uploads later.
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 # Lower is better for these; W&B's summary shows their best value, not the last one.
 MIN_SUMMARY_METRICS = ("val/top1_err", "val/top5_err")
@@ -81,6 +84,66 @@ def _wandb_logger(mode: str, wb: Mapping[str, Any], name: str, tags: list[str],
     return logger
 
 
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer without its deletion of an existing metrics.csv: what to keep of
+    it is decided by `ResumableCSVLogger.restart`."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass
+
+
+class ResumableCSVLogger(CSVLogger):
+    """`<run dir>/csv/metrics.csv`, continued (not replaced) when a run resumes in its own
+    directory, as an ablation grid's interrupted cell does.
+
+    Every row is written as soon as it is logged, so the file always holds what was logged.
+    `alexnet.resume.ResumeCheckpoint` stores in each checkpoint how many rows the file held when
+    it was written, and on resume calls `restart` to drop the rows logged after that checkpoint:
+    the resumed run logs them again, and the file ends as that of a run that never stopped.
+    """
+
+    def __init__(self, save_dir: str | Path) -> None:
+        super().__init__(save_dir=save_dir, name="csv", version="", flush_logs_every_n_steps=1)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    def _rows(self) -> tuple[list[str], list[dict[str, str]]]:
+        path = Path(self.experiment.metrics_file_path)
+        if not path.is_file():
+            return [], []
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+
+    def rows_written(self) -> int:
+        """How many metric rows the file holds now (after writing any still pending)."""
+        self.experiment.save()
+        return len(self._rows()[1])
+
+    def restart(self, keep: int, keep_after=None) -> None:
+        """Keep the first `keep` rows, and of the later ones those for which `keep_after(row)`
+        is true; a fresh run (`keep=0`, no `keep_after`) starts an empty file."""
+        writer = self.experiment
+        header, rows = self._rows()
+        kept = rows[:keep] + [r for r in rows[keep:] if keep_after is not None and keep_after(r)]
+        path = Path(writer.metrics_file_path)
+        if not kept:
+            path.unlink(missing_ok=True)
+            writer.metrics_keys = []
+            return
+        with path.open("w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            out.writeheader()
+            out.writerows(kept)
+        writer.metrics_keys = list(header)
+
+
 def build_loggers(
     spec: Mapping[str, Any] | None,
     output_dir: Path,
@@ -98,7 +161,7 @@ def build_loggers(
     spec = spec or {}
     loggers: list[Logger] = []
     if spec.get("csv"):
-        loggers.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
+        loggers.append(ResumableCSVLogger(output_dir))
     wb = spec.get("wandb")
     if wb:
         mode = wandb_mode(wb.get("mode", "auto"))

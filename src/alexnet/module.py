@@ -131,12 +131,25 @@ class Classifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_epoch_end(self) -> None:
+        # The epoch's rate (schedulers step after this hook); logged here rather than at the
+        # epoch's start, which Lightning skips in an epoch a run resumed in.
         if self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-
-    def on_train_epoch_end(self) -> None:
         self._log_errors("train")
+
+    # -- the training errors accumulated so far in an epoch (a mid-epoch checkpoint keeps them) --
+    def train_metric_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {f"train_top{k}": {name: value.detach().clone() for name, value in
+                                  getattr(self, f"train_top{k}").metric_state.items()}
+                for k in (1, 5)}
+
+    def load_train_metric_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        for name, values in state.items():
+            metric = getattr(self, name)
+            for key, value in values.items():
+                setattr(metric, key, value.to(metric.device))
+            metric._update_count = 1  # compute() then reads the states without a warning
 
     def on_validation_epoch_end(self) -> None:
         self._log_errors("val")

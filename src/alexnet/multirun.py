@@ -10,9 +10,12 @@ each job's outcome lives in ``<job dir>/results.json``:
 - ``"status": "interrupted"``: Ctrl-C; the sweep stops, the next run tries this job again.
 - no ``results.json``: the job never ended (killed with its sweep) or never started.
 
-Before a job is tried again, what its last attempt left (``results.json``, ``csv/``,
-``checkpoints/``, ``wandb/``) moves to ``attempts/<n>/``: nothing is lost, and the new attempt's
-logs are not mixed with the old ones (Lightning's CSVLogger would delete the old file anyway).
+A job that was stopped from outside (killed, SIGTERM, Ctrl-C) and left a ``last.ckpt`` resumes
+from it in place (`resume_point`): its ``csv/metrics.csv`` is continued from the checkpoint
+(alexnet.loggers.ResumableCSVLogger), and the cell ends as if it had never stopped; only its old
+``results.json`` moves to ``attempts/<n>/``. Any other unfinished job starts afresh: what its last
+attempt left (``results.json``, ``csv/``, ``checkpoints/``, ``wandb/``) moves to
+``attempts/<n>/``, so nothing is lost and the new attempt's logs are not mixed with the old ones.
 
 This module imports neither torch nor Lightning: the subprocess launcher
 (``hydra_plugins.alexnet_launcher``) uses it in the sweep's parent process.
@@ -20,7 +23,6 @@ This module imports neither torch nor Lightning: the subprocess launcher
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,9 +33,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.runs import RESULTS, read_results, write_results
+
 log = logging.getLogger(__name__)
 
-RESULTS = "results.json"
 ATTEMPTS = "attempts"
 # Set by the subprocess launcher in each job's environment: the sweep the job belongs to.
 SWEEP_DIR_ENV = "ALEXNET_SWEEP_DIR"
@@ -41,30 +44,10 @@ SWEEP_DIR_ENV = "ALEXNET_SWEEP_DIR"
 KEEP_ON_RETRY = (".hydra", ATTEMPTS)
 
 
-def read_results(job_dir: str | Path) -> dict[str, Any] | None:
-    """The job's ``results.json``, or None when absent or unreadable (a job killed mid-write
-    cannot leave half a file: results are written atomically)."""
-    path = Path(job_dir) / RESULTS
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_done(job_dir: str | Path) -> bool:
     """Only a job that finished counts as done; failed or interrupted ones run again."""
     results = read_results(job_dir)
     return bool(results) and results.get("status") == "ok"
-
-
-def write_results_atomic(job_dir: str | Path, results: dict[str, Any]) -> Path:
-    """Write ``results.json`` so that a reader never sees half a file."""
-    path = Path(job_dir) / RESULTS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    tmp.replace(path)
-    return path
 
 
 def one_line(err: BaseException) -> str:
@@ -106,13 +89,55 @@ def set_aside_previous_attempt(job_dir: str | Path) -> Path | None:
     ] if job_dir.is_dir() else []
     if not leftovers:
         return None
+    target = _next_attempt_dir(job_dir)
+    for path in leftovers:
+        shutil.move(str(path), str(target / path.name))
+    log.info("previous attempt of %s moved to %s", job_dir, target)
+    return target
+
+
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
+# How an attempt ended that resuming from its last.ckpt continues rather than repeats: stopped
+# from outside (SIGTERM, Ctrl-C, SIGKILL), not by its own config or a non-finite loss.
+STOPPED_FROM_OUTSIDE = ("preempted", "interrupted")
+
+
+def resume_point(job_dir: str | Path) -> Path | None:
+    """The `last.ckpt` an unfinished job continues from, or None when it starts afresh.
+
+    A job resumes when its last attempt was stopped from outside: killed before it could write
+    `results.json` (the session, the machine or the OOM killer), SIGTERM (`preempted`), Ctrl-C
+    (`interrupted`), or a death the launcher recorded as `killed by ...`. One that failed for a
+    reason of its own (a bad config, a non-finite loss, an exception) starts afresh: resuming
+    would repeat it.
+    """
+    last = Path(job_dir) / LAST_CKPT
+    if not last.is_file():
+        return None
+    results = read_results(job_dir)
+    if results is None:
+        return last
+    status, error = results.get("status"), str(results.get("error") or "")
+    if status in STOPPED_FROM_OUTSIDE or (status == "failed" and error.startswith("killed by")):
+        return last
+    return None
+
+
+def set_aside_record(job_dir: str | Path) -> Path | None:
+    """Before a job resumes in place: only its last `results.json` moves to `attempts/<n>/`."""
+    record = Path(job_dir) / RESULTS
+    if not record.is_file():
+        return None
+    target = _next_attempt_dir(Path(job_dir))
+    shutil.move(str(record), str(target / RESULTS))
+    return target
+
+
+def _next_attempt_dir(job_dir: Path) -> Path:
     attempts = job_dir / ATTEMPTS
     n = 1 + max((int(p.name) for p in attempts.glob("*") if p.name.isdigit()), default=0)
     target = attempts / str(n)
     target.mkdir(parents=True)
-    for path in leftovers:
-        shutil.move(str(path), str(target / path.name))
-    log.info("previous attempt of %s moved to %s", job_dir, target)
     return target
 
 
@@ -164,7 +189,10 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]])
     if is_done(job_dir):
         log.info("skipping %s: results.json says it finished", job_dir)
         return read_results(job_dir) or {}
-    set_aside_previous_attempt(job_dir)
+    if not os.environ.get(SWEEP_DIR_ENV):
+        # Jobs run in the sweep's process (hydra/launcher=basic); the subprocess launcher has
+        # already set the last attempt aside, or left it in place to resume it.
+        set_aside_previous_attempt(job_dir)
     start = time.perf_counter()
 
     def record(status: str, error: str) -> dict[str, Any]:
@@ -172,7 +200,7 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]])
             status, error, task_name=cfg.get("task_name"), overrides=_job_overrides(),
             config=_config_for_record(cfg), wall_time_s=time.perf_counter() - start,
         )
-        write_results_atomic(job_dir, results)
+        write_results(job_dir, results)
         return results
 
     try:
@@ -191,9 +219,10 @@ __all__ = [
     "failure",
     "is_done",
     "one_line",
+    "resume_point",
+    "set_aside_record",
     "read_results",
     "run_sweep_job",
     "set_aside_previous_attempt",
     "sweep_dir_of_job",
-    "write_results_atomic",
 ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,11 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from alexnet.loggers import ResumableCSVLogger
+
 log = logging.getLogger(__name__)
+# Logged once per epoch, after every callback's epoch-end hook (alexnet.module).
+EPOCH_END_METRIC = "train/top1_err"
 
 # Lightning warns on a mid-epoch resume unless the DataLoader object itself is stateful; ours
 # resumes through the data module's state (alexnet.data.order), so the warning would mislead.
@@ -117,22 +122,75 @@ class ResumeCheckpoint(Checkpoint):
         self._restored: dict[str, Any] | None = None
         self._held_sigterm = False
         self._save_at_next_batch = False
+        self._trainer: L.Trainer | None = None
+        self._epoch_end_save = -1  # the epoch whose end is being saved, else -1
+        self._time_before = 0.0  # training seconds of the attempts this run resumed
+        self._started: float | None = None
+        self._logging_step: int | None = None  # the loggers' step to restore on resume
 
     # -- what goes into every checkpoint (this one, and ModelCheckpoint's) --------------------
     def state_dict(self) -> dict[str, Any]:
         # Inside a batch (a non-finite loss stops the run there) the state to resume from is the
         # one before the batch; its forward pass has already drawn dropout masks.
         rng = self._rng_before_batch if self._rng_before_batch is not None else capture_rng()
-        return {"rng": rng, "plateau_pending": list(self._plateau_pending)}
+        loop = self._trainer.fit_loop.epoch_loop if self._trainer is not None else None
+        module = self._trainer.lightning_module if self._trainer is not None else None
+        metrics = getattr(module, "train_metric_state", None)
+        return {"rng": rng, "plateau_pending": list(self._plateau_pending),
+                "train_metrics": metrics() if metrics is not None else None,
+                "train_time_s": self.train_time_s(), **self._csv_state(),
+                "batches_that_stepped": loop._batches_that_stepped if loop else None}
+
+    def train_time_s(self) -> float:
+        """Seconds spent training, summed over this attempt and those it resumed."""
+        now = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self._time_before + now
+
+    # -- csv/metrics.csv follows the checkpoint (alexnet.loggers.ResumableCSVLogger) -----------
+    def _csv_loggers(self) -> list[ResumableCSVLogger]:
+        trainer = self._trainer
+        if trainer is None or not trainer.is_global_zero:
+            return []
+        return [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
+
+    def _csv_state(self) -> dict[str, int]:
+        loggers = self._csv_loggers()
+        if not loggers:
+            return {}
+        return {"csv_rows": loggers[0].rows_written(), "csv_epoch_end": self._epoch_end_save}
+
+    def _restart_csv(self, restored: dict[str, Any] | None) -> None:
+        restored = restored or {}
+        epoch_end = int(restored.get("csv_epoch_end", -1))
+
+        def logged_at_that_epoch_end(row: dict[str, str]) -> bool:
+            # A checkpoint written at an epoch's end precedes the epoch's own train metrics,
+            # which Lightning logs after every callback; a run resumed from it starts the next
+            # epoch and never logs them again, so they stay.
+            return epoch_end >= 0 and row.get("epoch") == str(epoch_end) \
+                and bool(row.get(EPOCH_END_METRIC))
+
+        for logger in self._csv_loggers():
+            logger.restart(int(restored.get("csv_rows", 0)), logged_at_that_epoch_end)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.saved_step = trainer.global_step
+        self._started = time.perf_counter()
+        self._restart_csv(self._restored)
         if self._restored is None:
             return
         restored, self._restored = self._restored, None
+        self._time_before = float(restored.get("train_time_s", 0.0))
+        self._logging_step = restored.get("batches_that_stepped")
+        if restored.get("train_metrics") and hasattr(pl_module, "load_train_metric_state"):
+            # the errors of the batches this epoch trained before the checkpoint
+            pl_module.load_train_metric_state(restored["train_metrics"])
         for index, value in restored.get("plateau_pending", []):
             self._step_plateau(trainer, index, value)
         if "rng" in restored:
@@ -154,6 +212,11 @@ class ResumeCheckpoint(Checkpoint):
         return str(self.path)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._logging_step is not None:
+            # Lightning assumes a mid-epoch checkpoint was written at a batch's end and adds one
+            # to the step its loggers write on restart; ours are written at a batch's start.
+            trainer.fit_loop.epoch_loop._batches_that_stepped = int(self._logging_step)
+            self._logging_step = None
         self._rng_before_batch = None
         step = trainer.global_step
         due = self.every_n_steps and batch_idx > 0 and step % self.every_n_steps == 0
@@ -182,11 +245,11 @@ class ResumeCheckpoint(Checkpoint):
             self._save_at_next_batch = True
             return
         # Lightning will step these after this hook; a run resumed from here does it on start.
-        self._plateau_pending = pending
+        self._plateau_pending, self._epoch_end_save = pending, trainer.current_epoch
         try:
             self.save(trainer)
         finally:
-            self._plateau_pending = []
+            self._plateau_pending, self._epoch_end_save = [], -1
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException | CleanStop) and not self._skip(trainer):

@@ -7,7 +7,6 @@ the run directory.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -22,9 +21,11 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet import runs
 from alexnet.callbacks import ImagesSeen, SpeedMonitor
 from alexnet.dashboard import figure_callbacks, figures_at_train_end, wandb_identity
 from alexnet.data import DataError
+from alexnet.hardware import accelerator_type, describe, resolve_auto
 from alexnet.init_from import init_from_checkpoint
 from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.module import Classifier
@@ -72,6 +73,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
 
 
 def build_module(cfg: DictConfig) -> Classifier:
+    resolve_auto(cfg)  # channels_last: auto -> a bool (a no-op after train() resolved it)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     # How to initialise is a training choice, not part of the network a checkpoint rebuilds.
     init_from = model.pop("init_from", None)
@@ -96,6 +98,7 @@ def check_ckpt_path(ckpt_path: str | None) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as `cfg` says; returns what `results.json` holds."""
+    resolve_auto(cfg)  # precision and memory format: what this machine runs fast
     validate_config(cfg, "train")  # before any data or model work
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
@@ -138,7 +141,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "wall_time_s": time.perf_counter() - start,
+            "train_time_s": train_time(callbacks),
             "train_img_per_s": next(c for c in callbacks if isinstance(c, SpeedMonitor)).img_per_s,
+            "provenance": provenance(cfg),
             "best_ckpt": best,
             **health(ckpt_path, datamodule, callbacks),
             "config": config,
@@ -149,6 +154,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         finish_wandb()
+
+
+def provenance(cfg: DictConfig) -> dict[str, Any]:
+    device = describe(accelerator_type(cfg.trainer.get("accelerator")))
+    return runs.provenance(device, str(cfg.trainer.get("precision")))
+
+
+def train_time(callbacks) -> float | None:
+    """Seconds of training over every attempt of this run (resumed ones included)."""
+    resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
+    return resume.train_time_s() if resume is not None else None
 
 
 def health(ckpt_path, datamodule, callbacks) -> dict[str, Any]:
@@ -174,6 +190,8 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "resume_ckpt": saved,
+        "train_time_s": train_time(callbacks),
+        "provenance": provenance(cfg),
         **health(cfg.get("ckpt_path"), datamodule, callbacks),
         "config": OmegaConf.to_container(cfg, resolve=True),
     })
@@ -184,11 +202,7 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
-    """Write atomically: a reader (the ablation report) never sees half a file."""
-    path = output_dir / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    tmp.replace(path)
+    path = runs.write_results(output_dir, results)
     log.info("results written to %s", path)
     return path
 

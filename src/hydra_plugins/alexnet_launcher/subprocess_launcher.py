@@ -39,10 +39,11 @@ from alexnet.multirun import (
     SWEEP_DIR_ENV,
     failure,
     is_done,
-    read_results,
+    resume_point,
     set_aside_previous_attempt,
-    write_results_atomic,
+    set_aside_record,
 )
+from alexnet.runs import read_results, write_results
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,13 @@ class SubprocessLauncher(Launcher):
             log.info("\t   done already (%s): skipped", job_dir / "results.json")
             ret.return_value = read_results(job_dir)
             return ret
-        set_aside_previous_attempt(job_dir)
+        resume = resume_point(job_dir)
+        if resume is not None:
+            set_aside_record(job_dir)  # checkpoints, csv/ and the rest stay: the job goes on
+            log.info("\t   unfinished: resuming from %s", resume)
+            overrides = [*overrides, f"ckpt_path={quote_override_value(str(resume))}"]
+        else:
+            set_aside_previous_attempt(job_dir)
         hydra_overrides = [
             o for o in self.config.hydra.overrides.hydra if not o.startswith(NOT_FOR_JOBS)
         ]
@@ -215,7 +222,7 @@ class SubprocessLauncher(Launcher):
                 task_name=self.config.get("task_name"), overrides=overrides,
                 wall_time_s=time.perf_counter() - start,
             )
-            write_results_atomic(job_dir, results)
+            write_results(job_dir, results)
         if results.get("status") != "ok":
             log.warning("\t   job failed: %s", results.get("error"))
         ret.return_value = results
