@@ -71,6 +71,10 @@ report: install ## (re)write a sweep's report.md/csv/png: make report SWEEP=logs
 	@test -n "$(SWEEP)" || { echo "error: give the sweep dir, e.g. make report SWEEP=logs/ablate/lrn_pool"; exit 2; }
 	$(PYTHON) -m alexnet.report $(SWEEP)
 
+.PHONY: results
+results: install ## rewrite the README's results table from the committed runs under results/
+	$(PYTHON) -m alexnet.report.results_table results --readme README.md
+
 .PHONY: bench-towers
 bench-towers: install ## the towers' traffic per step and a towers vs grouped step on CPU (ARGS="--model alexnet")
 	$(PYTHON) -m alexnet.parallel.bench $(ARGS)
