@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet import runs
+from alexnet.hardware import describe
 from alexnet.kernels.lrn import bench_lrn
 from alexnet.models import MODELS
 from alexnet.perf import inputs, loops
@@ -287,9 +288,10 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": describe(device.type),
         "torch": torch.__version__,
+        "provenance": runs.provenance(describe(device.type), prof["precision"]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "profile": prof,
         "peak_tflops": (peak_flops(device) or 0) / 1e12 or None,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
