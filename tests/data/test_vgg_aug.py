@@ -193,6 +193,42 @@ def test_seeded_train_preset_differs_per_worker(monkeypatch):
     assert not torch.equal(draws[11][0], draws[12][0])
 
 
+@pytest.fixture
+def vgg_synthetic(cfg_factory):
+    """A tiny synthetic data module with aug=vgg_cifar (scale jitter, so every draw shows)."""
+    def make(num_workers: int):
+        cfg = cfg_factory(["data=synthetic", "data.train_size=24", "data.batch_size=4",
+                           f"data.num_workers={num_workers}", "aug=vgg_cifar",
+                           "aug.scale=[32,48]", "aug.lighting=0.1"])
+        dm = build_data(cfg)
+        dm.order_seed = 7
+        return dm
+    return make
+
+
+def train_batches(dm) -> list[torch.Tensor]:
+    return [x for x, _ in dm.train_dataloader()]
+
+
+def test_vgg_train_batches_do_not_depend_on_the_worker_count(vgg_synthetic):
+    torch.manual_seed(0)
+    one = train_batches(vgg_synthetic(0))
+    torch.manual_seed(1)  # the global RNG (and so the worker seeds) must not matter
+    two = train_batches(vgg_synthetic(2))
+    assert len(one) == len(two) == 6
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+def test_vgg_resumed_epoch_sees_the_same_batches(vgg_synthetic):
+    full = train_batches(vgg_synthetic(0))
+    dm = vgg_synthetic(0)
+    dm.load_state_dict({"train_order": {"seed": 7, "epoch": 0, "batches_done": 2}})
+    torch.manual_seed(123)
+    tail = train_batches(dm)
+    assert len(tail) == 4
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], tail, strict=True))
+
+
 # -- ImageNet: the original images for VGG ----------------------------------------------------
 IMAGENET = ["data=imagenet", "data.num_classes=3", "data.batch_size=4", "data.num_workers=0"]
 

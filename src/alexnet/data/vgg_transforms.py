@@ -26,6 +26,9 @@ Randomness: with ``seed=None`` the draws come from torch's global RNG, which Dat
 Lightning's ``seed_everything`` already seed per worker; pass ``seed`` for a private generator
 (reproducible sequences in a single process, e.g. tests and figures; inside a DataLoader worker
 the private generator is reseeded from ``seed`` and the worker's seed, so workers differ).
+In training, ``VGGTrain.reseed`` restarts a private generator from each batch's seed
+(``alexnet.data.order``), as the AlexNet presets do: augmentation is then independent of the
+worker count and exactly resumable.
 """
 
 from __future__ import annotations
@@ -157,6 +160,16 @@ class VGGTrain:
             f"crop={self.crop}, flip={self.flip}, lighting={self.lighting}, seed={self.seed})"
         )
 
+    def reseed(self, seed: int) -> None:
+        """Restart the random draws from `seed`, as `alexnet.data.transforms.Preset.reseed`: the
+        training sampler passes one seed per batch (alexnet.data.order), so the scales, crops,
+        flips and lighting of a batch depend neither on the workers nor on where a run resumed."""
+        info = get_worker_info()
+        self._worker_seed = None if info is None else info.seed
+        if self.generator is None:  # seed=None drew from torch's global RNG until now
+            self.generator = self.rescale.generator = torch.Generator()
+        self.generator.manual_seed(int(seed))
+
     def _reseed_in_worker(self) -> None:
         # Forked workers inherit copies of one private generator: without this every worker
         # would replay the same scales, crops and flips.
@@ -164,8 +177,8 @@ class VGGTrain:
         if self.generator is None or info is None or self._worker_seed == info.seed:
             return
         self._worker_seed = info.seed
-        state = np.random.SeedSequence([int(self.seed), info.seed]).generate_state(1)[0]
-        self.generator.manual_seed(int(state))
+        entropy = [info.seed] if self.seed is None else [int(self.seed), info.seed]
+        self.generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
     def _randint(self, high: int) -> int:
         return int(torch.randint(0, high, (1,), generator=self.generator))
