@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.runs import RESULTS, read_results, write_results
+from alexnet.runs import RESULTS, Status, read_results, write_results
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ KEEP_ON_RETRY = (".hydra", ATTEMPTS)
 def is_done(job_dir: str | Path) -> bool:
     """Only a job that finished counts as done; failed or interrupted ones run again."""
     results = read_results(job_dir)
-    return bool(results) and results.get("status") == "ok"
+    return bool(results) and results.get("status") == Status.OK
 
 
 def one_line(err: BaseException) -> str:
@@ -99,7 +99,7 @@ def set_aside_previous_attempt(job_dir: str | Path) -> Path | None:
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
 # How an attempt ended that resuming from its last.ckpt continues rather than repeats: stopped
 # from outside (SIGTERM, Ctrl-C, SIGKILL), not by its own config or a non-finite loss.
-STOPPED_FROM_OUTSIDE = ("preempted", "interrupted")
+STOPPED_FROM_OUTSIDE = (Status.PREEMPTED, Status.INTERRUPTED)
 
 
 def resume_point(job_dir: str | Path) -> Path | None:
@@ -118,7 +118,8 @@ def resume_point(job_dir: str | Path) -> Path | None:
     if results is None:
         return last
     status, error = results.get("status"), str(results.get("error") or "")
-    if status in STOPPED_FROM_OUTSIDE or (status == "failed" and error.startswith("killed by")):
+    if status in STOPPED_FROM_OUTSIDE or (status == Status.FAILED
+                                          and error.startswith("killed by")):
         return last
     return None
 
@@ -206,11 +207,11 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]])
     try:
         return task(cfg)
     except KeyboardInterrupt:
-        record("interrupted", "KeyboardInterrupt")
+        record(Status.INTERRUPTED, "KeyboardInterrupt")
         raise
     except Exception as err:  # the grid goes on; the report lists this cell as failed
         log.exception("job %s failed", job_dir)
-        return record("failed", one_line(err))
+        return record(Status.FAILED, one_line(err))
 
 
 __all__ = [

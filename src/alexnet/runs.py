@@ -15,11 +15,31 @@ from __future__ import annotations
 
 import json
 import subprocess
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 RESULTS = "results.json"
+
+
+class Status(str, Enum):
+    """`results.json`'s `status`: how a run ended (the last two only describe grid jobs that
+    left no record)."""
+
+    OK = "ok"  # finished: trained and tested
+    FAILED = "failed"  # raised, or its process died (the record's `error` says how)
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    PREEMPTED = "preempted"  # SIGTERM: last.ckpt written, resume from it
+    NONFINITE_LOSS = "nonfinite_loss"  # stopped on a NaN/inf loss (callbacks.nonfinite=stop)
+    INCOMPLETE = "incomplete"  # a grid job dir without a record: killed, or still running
+    NOT_STARTED = "not started"  # a grid job with no dir yet
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 SOURCE_DIR = Path(__file__).resolve().parent
 PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics", "hydra-core")
 
@@ -78,4 +98,5 @@ def provenance(device: str, precision: str) -> dict[str, Any]:
     return {**git_state(), "versions": versions(), "device": device, "precision": precision}
 
 
-__all__ = ["RESULTS", "git_state", "provenance", "read_results", "versions", "write_results"]
+__all__ = ["RESULTS", "Status", "git_state", "provenance", "read_results", "versions",
+           "write_results"]

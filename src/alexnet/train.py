@@ -136,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise stopped(stop, cfg, trainer, datamodule, callbacks, output_dir) from None
         results = {
             "task_name": cfg.task_name,
-            "status": "ok",
+            "status": runs.Status.OK,
             "metrics": metrics,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
@@ -185,7 +185,7 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
     preempted = isinstance(stop, SIGTERMException)
     write_results(output_dir, {
         "task_name": cfg.task_name,
-        "status": "preempted" if preempted else "nonfinite_loss",
+        "status": runs.Status.PREEMPTED if preempted else runs.Status.NONFINITE_LOSS,
         "error": None if preempted else str(stop),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from alexnet.callbacks import format_duration
 from alexnet.report.claims import SCALE
+from alexnet.runs import Status
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 HEADER = ("claim", "paper", "ours (mean, 95% CI, n)", "verdict", "hardware", "wall time",
@@ -105,7 +106,7 @@ def _ours_from_claim(r: dict[str, str], row: Row) -> str:
 
 def _ours_from_run(records: Sequence[dict]) -> tuple[str, str]:
     [record] = records
-    if record.get("status") != "ok":
+    if record.get("status") != Status.OK:
         return f"unfinished ({record.get('status')})", "-"
     err = record["metrics"].get("test/top1_err")
     return (f"{err * SCALE:.1f}% ({(1 - err) * SCALE:.1f}% accuracy), n=1", "-")

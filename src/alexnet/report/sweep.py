@@ -29,13 +29,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from alexnet.figures.curves import Series, read_metrics_csv
-from alexnet.multirun import ATTEMPTS, RESULTS
+from alexnet.multirun import ATTEMPTS
+from alexnet.runs import RESULTS, Status
 
 log = logging.getLogger(__name__)
 
 REPLICATE = "seed"
 OK, FAILED, INTERRUPTED, INCOMPLETE, NOT_STARTED = (
-    "ok", "failed", "interrupted", "incomplete", "not started"
+    Status.OK, Status.FAILED, Status.INTERRUPTED, Status.INCOMPLETE, Status.NOT_STARTED
 )
 
 

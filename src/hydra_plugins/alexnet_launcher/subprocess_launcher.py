@@ -43,7 +43,7 @@ from alexnet.multirun import (
     set_aside_previous_attempt,
     set_aside_record,
 )
-from alexnet.runs import read_results, write_results
+from alexnet.runs import Status, read_results, write_results
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +218,12 @@ class SubprocessLauncher(Launcher):
         results = read_results(job_dir)
         if results is None:  # the job died before it could say how it ended
             results = failure(
-                "failed", describe_exit(returncode, stderr_tail),
+                Status.FAILED, describe_exit(returncode, stderr_tail),
                 task_name=self.config.get("task_name"), overrides=overrides,
                 wall_time_s=time.perf_counter() - start,
             )
             write_results(job_dir, results)
-        if results.get("status") != "ok":
+        if results.get("status") != Status.OK:
             log.warning("\t   job failed: %s", results.get("error"))
         ret.return_value = results
         return ret
