@@ -11,7 +11,7 @@ from alexnet.report.claims import (
     no_effect_verdict,
     verdict,
 )
-from alexnet.report.stats import Estimate, betainc, contrast_ci, mean_ci, t_cdf, t_quantile
+from alexnet.report.stats import Estimate, contrast_ci, mean_ci, t_quantile
 
 # Two-sided 95% critical values from printed t tables (df: t_{0.975}).
 T_TABLE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 8: 2.306, 10: 2.228,
@@ -31,23 +31,15 @@ def test_t_quantile_tails_symmetry_and_normal_limit():
     assert t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
     # df = 1 is the Cauchy distribution: quantile tan(pi (p - 1/2))
     assert t_quantile(0.9, 1) == pytest.approx(math.tan(math.pi * 0.4), rel=1e-9)
-    for df in (0.7, 2.5, 9.3):  # the CDF inverts the quantile, fractional df included
-        assert t_cdf(t_quantile(0.9, df), df) == pytest.approx(0.9, abs=1e-10)
     with pytest.raises(ValueError):
         t_quantile(1.0, 3)
+    with pytest.raises(ValueError):
+        t_quantile(0.9, 0)
 
 
-def test_betainc_closed_forms():
-    assert betainc(1, 1, 0.3) == pytest.approx(0.3)  # uniform
-    assert betainc(2, 1, 0.3) == pytest.approx(0.09)  # x^a for b = 1
-    assert betainc(0.5, 0.5, 0.25) == pytest.approx(2 / math.pi * math.asin(0.5))
+def test_welch_interval_equals_scipys_t_test():
+    from scipy import stats
 
-
-def test_against_scipy_when_installed():
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2.941, 4, 17.5, 250):
-        for p in (0.6, 0.9, 0.975, 0.999):
-            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-8)
     welch = stats.ttest_ind([4, 6, 8], [1, 2, 3], equal_var=False).confidence_interval()
     est = contrast_ci([(1, [4, 6, 8]), (-1, [1, 2, 3])])
     assert (est.low, est.high) == pytest.approx((welch.low, welch.high), rel=1e-8)
