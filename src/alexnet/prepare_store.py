@@ -4,7 +4,8 @@ Once per dataset: every train and val image through the paper's preprocessing (s
 `data.image_size`, central square), re-encoded as a JPEG of `data.store_quality`, into
 `<data root>/imagenet/store/` (see `alexnet.data.store`), using `data.num_workers` processes.
 A split whose store already holds as many images, at the same size, is skipped (`+force=true`
-redoes it). Then train with `data.store=true`.
+redoes it). Then train with `data.store=true`. Files are opened as training opens them: a file
+training would skip is stored as its replacement, and each split's line counts them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from alexnet.data.folder import DataError, index_folder
 from alexnet.data.imagenet import HOW_TO_GET, ImageNetDataModule
+from alexnet.data.images import SKIPPED, count_kinds
 from alexnet.data.store import JpegStore, store_folder, write_store
 from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
 
@@ -37,14 +39,33 @@ def prepare_store(cfg: DictConfig) -> list[str]:
             continue
         start = time.perf_counter()
         write_store(index, folder, split, size=datamodule.image_size,
-                    quality=datamodule.store_quality, workers=datamodule.num_workers)
+                    quality=datamodule.store_quality, workers=datamodule.num_workers,
+                    max_pixels=datamodule.max_pixels)
         store = JpegStore(folder, split)
         seconds = time.perf_counter() - start
         lines.append(
             f"{store.path}: {len(store)} images, {store.offsets[-1] / 2**30:.2f} GiB, "
-            f"{len(store) / seconds:.0f} img/s"
+            f"{len(store) / seconds:.0f} img/s{_problems(store.flags)}"
         )
     return lines
+
+
+def _problems(flags) -> str:
+    """What the split's files needed, for its summary line ('' when nothing)."""
+    counts = count_kinds(flags)
+
+    def listed(kinds: dict[str, int]) -> str:
+        return ", ".join(f"{k} {n}" for k, n in kinds.items())
+
+    skipped = {k: n for k, n in counts.items() if k in SKIPPED}
+    converted = {k: n for k, n in counts.items() if k not in SKIPPED}
+    text = ""
+    if skipped:  # one kind per unusable file, so the counts add up to the files
+        text += (f"; {sum(skipped.values())} unusable files stored as the next usable image "
+                 f"({listed(skipped)})")
+    if converted:
+        text += f"; converted: {listed(converted)}"
+    return text
 
 
 def _complete(folder, split: str, count: int, size: int) -> bool:

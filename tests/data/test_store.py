@@ -195,3 +195,39 @@ def test_prepare_store_writes_then_skips(cfg_factory, imagenet_folder, tmp_path)
     assert all("skipped" in line for line in prepare_store(cfg))
     with pytest.raises(ValueError, match="data=imagenet"):
         prepare_store(cfg_factory(["data=synthetic"]))
+
+
+def test_store_holds_what_folder_training_reads_from_a_dirty_folder(cfg_factory, tmp_path):
+    # A truncated JPEG and a text file named .JPEG, beside grayscale and CMYK ones: the writer
+    # must not stop, and image i of the store must be what FolderDataset gives training for i.
+    from alexnet.data.base import FolderDataset
+    from conftest import write_jpegs
+
+    root = tmp_path / "data"
+    wnids = ["n01440764", "n01443537"]
+    write_jpegs(root / "imagenet" / "train", wnids, per_class=3, size=[(300, 260)], seed=5)
+    write_jpegs(root / "imagenet" / "val", wnids, per_class=1, size=[(260, 300)], seed=6)
+    train = root / "imagenet" / "train"
+    good = (train / wnids[0] / "0000.jpg").read_bytes()
+    (train / wnids[0] / "0001_truncated.JPEG").write_bytes(good[: len(good) * 6 // 10])
+    (train / wnids[1] / "zz_text.JPEG").write_text("<html>404 Not Found</html>\n")
+    Image.new("L", (280, 270), 90).save(train / wnids[1] / "0001_gray.JPEG")
+    Image.new("CMYK", (270, 280), (10, 200, 30, 40)).save(train / wnids[1] / "0002_cmyk.JPEG")
+    cfg = cfg_factory(["data=imagenet", f"paths.data_dir={root}", "data.num_workers=2",
+                       "data.num_classes=2"])
+    lines = prepare_store(cfg)
+    assert "train.jpegs: 10 images" in lines[0]
+    for note in ("2 unusable", "not_an_image 1", "truncated 1", "cmyk 1", "grayscale 1"):
+        assert note in lines[0]
+    index = index_folder(train, "hint")
+    store = JpegStore(root / "imagenet" / "store", "train")
+    folder = FolderDataset(index, np.asarray, size=256)
+    assert len(store) == len(index) == 10
+    for i in range(len(store)):
+        pixels, label = folder[i]
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format="JPEG", quality=90)
+        assert store.encoded(i).numpy().tobytes() == encoded.getvalue(), index.paths[i]
+        assert int(store.labels[i]) == label
+    # the last file is unusable: replaced by the first one, label included, as training does
+    assert index.paths[-1].name == "zz_text.JPEG" and int(store.labels[-1]) == 0

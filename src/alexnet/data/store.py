@@ -12,8 +12,15 @@ Layout, in `<root>/imagenet/store/`:
 - `<split>.jpegs`: the JPEG bytes of every image of the split, back to back, in index order
   (classes sorted, files sorted within a class: `index_folder`'s order);
 - `<split>.npz`: `offsets` (N + 1,) int64 into the `.jpegs` file, `labels` (N,) int64,
-  `classes` (C,) str, `size` and `quality`. It is written last, so its presence means the store
+  `classes` (C,) str, `size`, `quality` and `flags` (N,) int16, the kinds of problem found in each
+  file (`alexnet.data.images.kinds_of`). It is written last, so its presence means the store
   is complete.
+
+Files are opened as training from the folder opens them (`alexnet.data.images.open_rgb`): CMYK,
+grayscale and the like are converted the same way, and a file training would skip (truncated, not
+an image, ...) is stored as the image `FolderDataset` hands training in its place -- the next
+usable file of the index, label included -- so the store stays index for index what the folder
+gives, and its length that of the folder (which is how `prepare_store` sees that it is complete).
 
 The images are re-encoded JPEGs (quality `quality`, 90 by default): pixels differ from a direct
 decode of the originals by the re-encoding's error, a few grey levels (the test measures it).
@@ -37,9 +44,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from alexnet.data.base import FolderDataset
 from alexnet.data.batch_transforms import BatchTransform
 from alexnet.data.device_loader import DeviceLike, RankBatches, resolve_device
-from alexnet.data.folder import DataError, FolderIndex, load_rgb, resize_shorter_and_center_crop
+from alexnet.data.folder import DataError, FolderIndex, resize_shorter_and_center_crop
+from alexnet.data.images import MAX_PIXELS, BadImage, flags_of, open_rgb
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +73,27 @@ def store_folder(root: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def encode_image(path: Path, size: int = 256, quality: int = 90) -> bytes:
-    """The paper's preprocessing of one image file, as JPEG bytes (RGB, `size` x `size`)."""
-    try:
-        pixels = resize_shorter_and_center_crop(load_rgb(path), size)
-    except OSError as err:
-        raise DataError(f"cannot read {path} ({err}); remove or replace the file") from err
+def encode_image(
+    path: Path, size: int = 256, quality: int = 90, max_pixels: int = MAX_PIXELS
+) -> tuple[bytes, tuple[str, ...]]:
+    """The paper's preprocessing of one image file, as JPEG bytes (RGB, `size` x `size`), and
+    the conversions it needed (`alexnet.data.images.CONVERTED`). Raises `BadImage` for a file
+    that training would skip."""
+    img, notes = open_rgb(path, max_pixels)
+    pixels = resize_shorter_and_center_crop(img, size)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    return buffer.getvalue(), notes
 
 
-def _encode_job(args: tuple[Path, int, int]) -> bytes:
-    return encode_image(*args)
+def _encode_job(args: tuple[Path, int, int, int]) -> tuple[bytes | None, int, str]:
+    """(bytes or None, kinds as flags, what was wrong): plain values, because a BadImage does not
+    survive the pool's pickling (its constructor takes three arguments)."""
+    try:
+        data, notes = encode_image(*args)
+        return data, flags_of(notes), ""
+    except BadImage as bad:
+        return None, flags_of([bad.kind]), f"{bad.path} ({bad.kind}): {bad.detail}"
 
 
 def write_store(
@@ -86,16 +103,20 @@ def write_store(
     size: int = 256,
     quality: int = 90,
     workers: int = 8,
+    max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """Encode every image of `index` into `folder/<split>.jpegs` + `.npz`; returns the .npz path.
 
-    Runs `workers` processes (0: in this process); images are written in index order. Writes to
-    temporary names and renames at the end, so an interrupted run leaves no half store.
+    Runs `workers` processes (0: in this process); images are written in index order, an
+    unusable file as its replacement (module docstring). Writes to temporary names and renames
+    at the end, so an interrupted run leaves no half store.
     """
     folder.mkdir(parents=True, exist_ok=True)
     data_path, meta_path = folder / f"{split}.jpegs", folder / f"{split}.npz"
     offsets = np.zeros(len(index) + 1, dtype=np.int64)
-    jobs = ((path, size, quality) for path in index.paths)
+    labels = np.asarray(index.labels, dtype=np.int64)
+    flags = np.zeros(len(index), dtype=np.int16)
+    jobs = ((path, size, quality, max_pixels) for path in index.paths)
     tmp = data_path.with_suffix(".jpegs.tmp")
     with tmp.open("wb") as out:
         if workers > 0:
@@ -103,24 +124,57 @@ def write_store(
             method = "fork" if "fork" in get_all_start_methods() else "spawn"
             with get_context(method).Pool(workers) as pool:
                 encoded = pool.imap(_encode_job, jobs, chunksize=64)
-                _write_all(encoded, out, offsets, split)
+                _write_all(encoded, out, offsets, labels, flags, split)
         else:
-            _write_all(map(_encode_job, jobs), out, offsets, split)
+            _write_all(map(_encode_job, jobs), out, offsets, labels, flags, split)
     tmp.replace(data_path)
     tmp_meta = meta_path.with_suffix(".npz.tmp")
     with tmp_meta.open("wb") as f:
-        np.savez(f, offsets=offsets, labels=np.asarray(index.labels, dtype=np.int64),
-                 classes=np.asarray(index.classes), size=np.int64(size), quality=np.int64(quality))
+        np.savez(f, offsets=offsets, labels=labels, classes=np.asarray(index.classes),
+                 size=np.int64(size), quality=np.int64(quality), flags=flags)
     tmp_meta.replace(meta_path)
     return meta_path
 
 
-def _write_all(encoded, out, offsets: np.ndarray, split: str) -> None:
-    for i, data in enumerate(encoded):
+def _write_all(encoded, out, offsets: np.ndarray, labels: np.ndarray, flags: np.ndarray,
+               split: str) -> None:
+    """Write the encoded images in index order. An unusable file waits for the next usable one
+    and is written as it (bytes and label), as `FolderDataset` replaces it; unusable files at the
+    end of the index wrap around to the first usable one, as its modulo does."""
+    pending: list[int] = []  # unusable files since the last usable one
+    first: tuple[bytes, int] | None = None
+    written = 0
+
+    def put(data: bytes, label: int) -> None:
+        nonlocal written
         out.write(data)
-        offsets[i + 1] = offsets[i] + len(data)
-        if (i + 1) % 50_000 == 0:
-            log.info("%s: %d / %d images", split, i + 1, len(offsets) - 1)
+        offsets[written + 1] = offsets[written] + len(data)
+        labels[written] = label
+        written += 1
+        if written % 50_000 == 0:
+            log.info("%s: %d / %d images", split, written, len(labels))
+
+    for i, (data, kinds, detail) in enumerate(encoded):
+        flags[i] = kinds
+        if data is None:
+            log.warning("skipping %s; the next usable image is stored in its place", detail)
+            pending.append(i)
+            if len(pending) >= FolderDataset.MAX_REPLACEMENTS:  # the folder is broken, not dirty
+                raise DataError(
+                    f"{len(pending)} consecutive unusable images, the last {detail}; "
+                    f"`python -m alexnet.check_data` lists what is wrong with the folder"
+                )
+            continue
+        first = first or (data, int(labels[i]))
+        for _ in pending:
+            put(data, int(labels[i]))
+        pending = []
+        put(data, int(labels[i]))
+    if first is None:
+        raise DataError(f"no usable image in the {split} folder; `python -m alexnet.check_data` "
+                        f"lists what is wrong with it")
+    for _ in pending:
+        put(*first)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +194,9 @@ class JpegStore:
             self.labels = meta["labels"]
             self.classes = [str(c) for c in meta["classes"]]
             self.size, self.quality = int(meta["size"]), int(meta["quality"])
+            # Stores written before the flags were recorded found nothing (they stopped instead).
+            flags = meta["flags"] if "flags" in meta.files else np.zeros(len(self.labels))
+            self.flags = flags.astype(np.int16)
         self.path = data_path
         if os.path.getsize(data_path) != self.offsets[-1]:
             raise DataError(f"{data_path} is truncated or stale; {HOW_TO_MAKE}")
