@@ -188,3 +188,33 @@ def test_train_images_auto_is_sized_to_the_device():
     assert train_images_for(RenderOptions(train_images=123), torch.device("cpu")) == 123
     with pytest.raises(ValueError, match="figures.train_images"):
         RenderOptions.from_config({"train_images": "many"}).check()
+
+
+def test_render_from_the_jpeg_store(imagenet_folder, tmp_path):
+    # data.store=true: the splits are StoreDatasets, whose images and labels are in the store.
+    from alexnet.data.folder import index_folder
+    from alexnet.data.store import StoreDataset, store_folder, write_store
+
+    root = tmp_path / "data"
+    (root / "imagenet").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "imagenet" / split).symlink_to(imagenet_folder / "imagenet" / split)
+        write_store(index_folder(root / "imagenet" / split, "hint"),
+                    store_folder(root / "imagenet"), split, workers=0)
+    cfg = compose_config("train", ["data=imagenet", "model=alexnet", "aug=paper",
+                                   "data.num_classes=3", "data.store=true", "data.batch_size=4",
+                                   "data.num_workers=0", f"paths.data_dir={root}"],
+                         tmp_path / "run")
+    torch.manual_seed(0)
+    module, dm = build_module(cfg), build_data(cfg)
+    assert isinstance(dm.test_set, StoreDataset)
+    out = render_figures(module, dm, tmp_path / "figures",
+                         RenderOptions(examples=2, queries=2, neighbours=2, device="cpu"))
+    assert set(out.paths) == {"kernels", "top5", "neighbours", "confusion", "per_class_error"}
+    for name in ("top5", "neighbours", "confusion"):
+        png(out.paths[name])
+    assert [r["n"] for r in out.tables["per_class_error"]] == [2, 2, 2]
+    shown = display_images(dm.train_set, [3, 0])
+    assert shown.shape == (2, 256, 256, 3)
+    assert np.array_equal(shown[1], dm.train_set.store.decode(0))
+    assert dataset_labels(dm.train_set).tolist() == dm.train_set.store.labels.tolist()

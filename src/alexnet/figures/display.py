@@ -6,7 +6,9 @@ mean-subtracted, cropped). The data modules keep them in two ways:
 * :class:`~alexnet.data.base.ArrayDataset` (CIFAR-10, synthetic) holds them as one uint8
   ``.images`` array;
 * :class:`~alexnet.data.base.FolderDataset` (ImageNet) decodes file ``i`` on every read;
-  ``.load(i)`` gives the paper's 256 x 256 centre crop.
+  ``.load(i)`` gives the paper's 256 x 256 centre crop;
+* :class:`~alexnet.data.store.StoreDataset` (ImageNet with ``data.store=true``) holds those
+  centre crops re-encoded in the JPEG store; ``.store.decode(i)`` gives one.
 
 :func:`display_images` reads either, and a ``torch.utils.data.Subset`` of either. The datasets are
 the data module's ``train_set``, ``val_set`` and ``test_set`` (:func:`split_dataset`), not
@@ -23,6 +25,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from alexnet.data.base import ArrayDataset, FolderDataset
+from alexnet.data.store import StoreDataset
 
 SPLITS = ("train", "val", "test")
 
@@ -44,6 +47,8 @@ def display_images(dataset: Dataset, indices: Sequence[int]) -> np.ndarray:
         return np.asarray(base.images[idx], dtype=np.uint8)
     if isinstance(base, FolderDataset):
         return np.stack([base.load(int(i)) for i in idx]).astype(np.uint8, copy=False)
+    if isinstance(base, StoreDataset):
+        return np.stack([base.store.decode(int(i)) for i in idx])
     raise TypeError(f"cannot read display images from a {type(base).__name__}")
 
 
@@ -54,6 +59,8 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
         return np.asarray(base.labels, dtype=np.int64)[idx]
     if isinstance(base, FolderDataset):
         return np.asarray(base.index.labels, dtype=np.int64)[idx]
+    if isinstance(base, StoreDataset):
+        return np.asarray(base.store.labels, dtype=np.int64)[idx]
     raise TypeError(f"cannot read labels from a {type(base).__name__}")
 
 
