@@ -7,7 +7,8 @@ Sections (`sections=[...]` picks some):
   for each model variant -- the paper's net eager and compiled, without LRN, torchvision's net
   (the baselines), and the fast paths (fused LRN, split or masked tower convs);
 - `loop`: one variant in a raw PyTorch loop, under the Lightning Trainer, and under the Trainer
-  with the module's pre-issue-6 logging, in the same process, on the same batches;
+  with the module's old per-step logging (the naive baseline), in the same process, on the
+  same batches;
 - `lrn`: the LRN layer forward + backward on conv1's output: torch eager, compiled, the fused
   Triton kernel (CUDA only), and a ReLU of the same shape for scale;
 - `input`: augmented images per second delivered to the device by each input pipeline;

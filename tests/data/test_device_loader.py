@@ -102,7 +102,7 @@ def test_training_runs_end_to_end_on_gpu_resident_data(cfg_factory, cifar_folder
 
 
 def test_ranks_share_the_run_seed_but_not_the_augmentation(monkeypatch):
-    """Per-rank reseeding of torch's RNG (issue 5's RankSeed) must not split the permutation."""
+    """Per-rank reseeding of torch's RNG (RankSeed) must not split the permutation."""
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
     images, labels = _labelled_images(n=40)
     stats = compute_stats(images)

@@ -4,7 +4,7 @@ Prints (1) the numbers each tower sends per training step, from the layer shapes
 wall time of one SGD step (forward, backward, update) of the two towers on two gloo processes
 against the grouped net in one process, on this machine's CPU, plus the time the towers'
 collectives alone take with the same shapes. Figures are printed, never asserted: timings on a
-shared CPU are noisy, and a CPU says little about GPUs (see the README for the GPU estimate).
+shared CPU are noisy, and a CPU says little about GPUs.
 
     python -m alexnet.parallel.bench --model alexnet_cifar --batch 32
     python -m alexnet.parallel.bench --model alexnet --batch 8 --steps 3

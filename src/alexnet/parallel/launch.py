@@ -63,7 +63,7 @@ def world_size(trainer: L.Trainer) -> int:
 
 def check_not_multirun(trainer: L.Trainer) -> None:
     """Lightning's own launcher re-runs the script for every extra rank; under `-m` each of
-    those would run the whole sweep again. Grids run one process per job instead (README).
+    those would run the whole sweep again. Grids run one process per job instead (docs/parallel.md).
     Ranks started by torchrun or SLURM (e.g. Hydra's submitit launcher) are fine."""
     if not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
         return
@@ -74,7 +74,8 @@ def check_not_multirun(trainer: L.Trainer) -> None:
         raise ValueError(
             "a multi-process trainer (trainer=ddp/towers) cannot start its ranks inside a Hydra "
             "multirun (-m): run each grid job on one device (trainer=gpu, one "
-            "CUDA_VISIBLE_DEVICES per sweep), or start the ranks with SLURM/torchrun (README)"
+            "CUDA_VISIBLE_DEVICES per sweep), or start the ranks with SLURM/torchrun "
+            "(docs/parallel.md)"
         )
 
 

@@ -1,6 +1,6 @@
 """The training step timed three ways on the same batches: a raw PyTorch loop, the Lightning
 Trainer with our `Classifier` and the per-step callbacks of a real run, and the same with the
-module's logging as it was before issue 6 (the "naive" baseline: `train/loss` with
+module's old per-step logging (the "naive" baseline: `train/loss` with
 `prog_bar=True` every step, torchmetrics' argument checks and per-class averaging, and a
 non-fused SGD, so the NaN guard reads the loss on the host -- host syncs on every step).
 
@@ -122,7 +122,7 @@ def _time(step: Callable[[int], None], device: torch.device, warmup: int, steps:
 
 
 class NaiveClassifier(Classifier):
-    """`Classifier` with the logging it had before issue 6 (the baseline of the Lightning row)."""
+    """`Classifier` with its old per-step logging (the baseline of the Lightning row)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
