@@ -62,6 +62,41 @@ def test_wandb_init_failure_falls_back_to_offline(online_without_server, tmp_pat
     assert logger.experiment.settings.mode == "offline"
 
 
+def test_figures_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, monkeypatch,
+                                                                    caplog):
+    # `python -m alexnet.figures` must take the same path as training: logged in (a dummy key),
+    # WANDB_MODE unset, the server unreachable -> a warning and an offline run, no online init.
+    import wandb
+
+    import alexnet.dashboard
+    from alexnet.figures.__main__ import log_to_new_wandb_run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", CLOSED)
+    monkeypatch.setattr(loggers, "wandb_reachable", lambda: False)
+    real_init, seen = wandb.init, {}
+
+    def init(**kwargs):
+        seen["init"] = kwargs
+        if kwargs.get("mode") == "online":
+            raise AssertionError("wandb.init went online without a reachable server")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(alexnet.dashboard, "log_figures",
+                        lambda run, figures, step=None: seen.setdefault("mode", run.settings.mode))
+    try:
+        with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
+            log_to_new_wandb_run({"mode": "auto"}, tmp_path, tmp_path / "last.ckpt", None, {})
+    finally:
+        finish_wandb()
+    assert seen["mode"] == "offline"
+    assert seen["init"]["settings"].init_timeout == loggers.INIT_TIMEOUT_S
+    assert f"W&B server {CLOSED} is unreachable: logging offline" in caplog.text
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
 def test_probe_gives_up_quickly_on_a_closed_port():
     start = time.monotonic()
     assert not loggers.wandb_reachable(CLOSED, timeout=3.0)

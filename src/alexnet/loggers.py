@@ -4,7 +4,8 @@ Online W&B without a network must not hang a run (wandb's own retries take minut
 online run starts, a TCP connection to the W&B server is tried with a 3-second timeout (skipped
 when a proxy is configured, since the direct route may then be closed on purpose), and
 `wandb.init` gets `init_timeout`; either failing gives a warning and an offline run in the same
-place, which `wandb sync <run dir>/wandb/offline-run-*` uploads later.
+place, which `wandb sync <run dir>/wandb/offline-run-*` uploads later. `start_wandb` holds that
+logic; training (`build_loggers`) and `python -m alexnet.figures` both go through it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 import netrc
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -66,9 +67,43 @@ def wandb_reachable(url: str | None = None, timeout: float = PROBE_TIMEOUT_S) ->
         return False
 
 
+T = TypeVar("T")
+
+
+def wandb_settings():
+    """The settings every W&B run here starts with: `wandb.init` gives up after INIT_TIMEOUT_S."""
+    import wandb
+
+    return wandb.Settings(init_timeout=INIT_TIMEOUT_S)
+
+
+def start_wandb(requested: str, start: Callable[[str], T], output_dir: Path) -> T | None:
+    """`start(mode)` for the mode `wandb_mode(requested)` resolves to, never blocked by the
+    network: an unreachable server, or an online start that fails (its init timeout included),
+    gives a warning and `start("offline")`. None under `disabled`.
+
+    `start` starts the run (so that failures happen here) with `settings=wandb_settings()`;
+    `output_dir` is where its `wandb/` folder goes, named in the warning.
+    """
+    mode = wandb_mode(requested)
+    if mode == "online" and not wandb_reachable():
+        url = os.environ.get("WANDB_BASE_URL") or WANDB_URL
+        log.warning("W&B server %s is unreachable: logging offline to %s/wandb instead "
+                    "(upload later with `wandb sync`)", url, output_dir)
+        mode = "offline"
+    if mode == "online":
+        try:
+            return start(mode)
+        except Exception as err:  # wandb.errors.CommError, UsageError, timeouts ...
+            log.warning("W&B online run could not start (%s): logging offline to %s/wandb "
+                        "instead", str(err).splitlines()[0], output_dir)
+            finish_wandb()
+            mode = "offline"
+    return None if mode == "disabled" else start(mode)
+
+
 def _wandb_logger(mode: str, wb: Mapping[str, Any], name: str, tags: list[str],
                   output_dir: Path, config: Mapping[str, Any], group: str | None) -> Logger:
-    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     logger = WandbLogger(
@@ -78,9 +113,10 @@ def _wandb_logger(mode: str, wb: Mapping[str, Any], name: str, tags: list[str],
         tags=list(tags),
         save_dir=str(output_dir),
         mode=mode,
-        settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S),
+        settings=wandb_settings(),
     )
     logger.log_hyperparams(dict(config))  # starts the run: fails here, not mid-training
+    define_summaries(logger.experiment)
     return logger
 
 
@@ -164,26 +200,12 @@ def build_loggers(
         loggers.append(ResumableCSVLogger(output_dir))
     wb = spec.get("wandb")
     if wb:
-        mode = wandb_mode(wb.get("mode", "auto"))
-        if mode == "online" and not wandb_reachable():
-            url = os.environ.get("WANDB_BASE_URL") or WANDB_URL
-            log.warning("W&B server %s is unreachable: logging offline to %s/wandb instead "
-                        "(upload later with `wandb sync`)", url, output_dir)
-            mode = "offline"
-        if mode == "online":
-            try:
-                logger = _wandb_logger(mode, wb, name, tags, output_dir, config, group)
-                define_summaries(logger.experiment)
-                loggers.append(logger)
-                return loggers
-            except Exception as err:  # wandb.errors.CommError, UsageError, timeouts ...
-                log.warning("W&B online run could not start (%s): logging offline to %s/wandb "
-                            "instead", str(err).splitlines()[0], output_dir)
-                finish_wandb()
-                mode = "offline"
-        if mode != "disabled":
-            logger = _wandb_logger(mode, wb, name, tags, output_dir, config, group)
-            define_summaries(logger.experiment)
+        logger = start_wandb(
+            wb.get("mode", "auto"),
+            lambda mode: _wandb_logger(mode, wb, name, tags, output_dir, config, group),
+            output_dir,
+        )
+        if logger is not None:
             loggers.append(logger)
     return loggers
 

@@ -71,20 +71,25 @@ def log_to_new_wandb_run(spec: dict, run_dir: Path, ckpt_path: Path, figures: Fi
     import wandb
 
     from alexnet.dashboard import log_figures, wandb_identity
-    from alexnet.loggers import wandb_mode
+    from alexnet.loggers import start_wandb, wandb_settings
 
-    mode = wandb_mode(spec.get("mode", "auto"))
-    if mode == "disabled":
-        return
     trained = training_config(run_dir)
     # The training run's own name and group (a copied-out checkpoint: task "figures").
     name, group, tags = wandb_identity(trained.get("task_name", "figures"),
                                        trained.get("tags") or [], run_dir,
                                        (trained.get("logger") or {}).get("wandb"))
-    run = wandb.init(project=spec.get("project", "alexnet-lab"), name=f"{name}/figures",
-                     group=spec.get("group") or group, tags=[*tags, "figures"],
-                     job_type="figures", dir=str(run_dir), mode=mode,
-                     config={**config, "ckpt_path": str(ckpt_path), "trained": trained})
+
+    def start(mode: str):
+        return wandb.init(project=spec.get("project", "alexnet-lab"), name=f"{name}/figures",
+                          group=spec.get("group") or group, tags=[*tags, "figures"],
+                          job_type="figures", dir=str(run_dir), mode=mode,
+                          settings=wandb_settings(),
+                          config={**config, "ckpt_path": str(ckpt_path), "trained": trained})
+
+    # As training: offline, with a warning, when the server is unreachable or init times out.
+    run = start_wandb(spec.get("mode", "auto"), start, run_dir)
+    if run is None:  # mode disabled
+        return
     try:
         log_figures(run, figures)
     finally:
