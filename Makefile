@@ -41,8 +41,9 @@ test: install ## run the test suite (slow real-data tests included)
 test-fast: install ## the test suite without the slow tests
 	$(PYTHON) -m pytest -q -m "not slow" $(ARGS)
 
-lint: install ## ruff
+lint: install ## ruff: lint and formatting (what CI and the pre-commit hook check)
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 data: install ## fetch CIFAR-10 into data/ (online) and compute its statistics
 	$(PYTHON) -m alexnet.prepare task_name=prepare data=cifar10 data.download=true $(ARGS)

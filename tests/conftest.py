@@ -58,8 +58,18 @@ def write_jpegs(folder: Path, classes: list[str], per_class: int, size, seed: in
             Image.fromarray(pixels).save(folder / name / f"{i:04d}.jpg", quality=90)
 
 
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
+CIFAR_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,28 @@ from alexnet.bench import bench, format_report
 from alexnet.perf.flops import flops_per_image, mfu, peak_flops
 
 TINY = [
-    "model=alexnet_cifar", "data.num_classes=10", "model.conv_width=0.25", "compile=false",
-    "profiles.cpu.batch_size=8", "profiles.cpu.steps=2", "profiles.cpu.lrn_shape=[2,8,6,6]",
-    "profiles.cpu.cifar_images=1024", "profiles.cpu.cifar_batch_size=256",
-    "profiles.cpu.imagenet_images=24", "profiles.cpu.imagenet_batch_size=4",
-    "profiles.cpu.input_batches=2", "profiles.cpu.workers=[0]", "loop.progress_bar=false",
+    "model=alexnet_cifar",
+    "data.num_classes=10",
+    "model.conv_width=0.25",
+    "compile=false",
+    "profiles.cpu.batch_size=8",
+    "profiles.cpu.steps=2",
+    "profiles.cpu.lrn_shape=[2,8,6,6]",
+    "profiles.cpu.cifar_images=1024",
+    "profiles.cpu.cifar_batch_size=256",
+    "profiles.cpu.imagenet_images=24",
+    "profiles.cpu.imagenet_batch_size=4",
+    "profiles.cpu.input_batches=2",
+    "profiles.cpu.workers=[0]",
+    "loop.progress_bar=false",
     "input.store_threads=2",
     "only=[paper_eager,fast_eager]",
-    "loop.variant=fast_eager", "loop.host_probe.warmup=1", "loop.host_probe.steps=5",
-    "cpu_train.batch_size=4", "cpu_train.warmup=1", "cpu_train.steps=1",
+    "loop.variant=fast_eager",
+    "loop.host_probe.warmup=1",
+    "loop.host_probe.steps=5",
+    "cpu_train.batch_size=4",
+    "cpu_train.warmup=1",
+    "cpu_train.steps=1",
     "device=cpu",
 ]
 
@@ -33,8 +46,12 @@ def test_bench_writes_every_section_with_positive_numbers(cfg_factory, tmp_path)
     for row in rows.values():
         assert "error" not in row, row
         assert row["img_per_s"] > 0 and row["ms_per_step"] > 0 and row["mfu"] is None
-        assert row["gflops_per_image"] == pytest.approx(flops_per_image(
-            {"name": "alexnet_cifar", "num_classes": 10, "conv_width": 0.25})["train"] / 1e9)
+        assert row["gflops_per_image"] == pytest.approx(
+            flops_per_image({"name": "alexnet_cifar", "num_classes": 10, "conv_width": 0.25})[
+                "train"
+            ]
+            / 1e9
+        )
     loop = saved["loop"]
     for key in ("raw_img_per_s", "lightning_img_per_s", "lightning_naive_img_per_s"):
         assert loop[key] > 0
@@ -45,15 +62,22 @@ def test_bench_writes_every_section_with_positive_numbers(cfg_factory, tmp_path)
     lrn = saved["lrn"]
     assert lrn["eager_ms"] > 0 and lrn["relu_ms"] > 0 and lrn["compiled_ms"] is None
     names = [r["name"] for r in saved["input"]]
-    assert names == ["cifar_dataloader_0w", "cifar_gpu_resident_cpu",
-                     "imagenet_folder_dataloader_0w", "imagenet_store_dataloader_0w",
-                     "imagenet_store_cpu_2t_to_cpu"]
+    assert names == [
+        "cifar_dataloader_0w",
+        "cifar_gpu_resident_cpu",
+        "imagenet_folder_dataloader_0w",
+        "imagenet_store_dataloader_0w",
+        "imagenet_store_cpu_2t_to_cpu",
+    ]
     assert all(r["img_per_s"] > 0 and r["batches"] >= 1 for r in saved["input"])
     cpu = saved["cpu_train"]  # before vs now, side by side, against the matmul rates
     assert cpu["matmul_gflops"]["fp32"] > 0 and cpu["matmul_gflops"]["bf16"] > 0
     assert [r["name"] for r in cpu["rows"]] == [
-        "four_layer fp32_functional_lrn", "four_layer bf16_channels_last",
-        "alexnet_cifar fp32_functional_lrn", "alexnet_cifar bf16_channels_last"]
+        "four_layer fp32_functional_lrn",
+        "four_layer bf16_channels_last",
+        "alexnet_cifar fp32_functional_lrn",
+        "alexnet_cifar bf16_channels_last",
+    ]
     assert all(r["img_per_s"] > 0 and r["gflops_per_s"] > 0 for r in cpu["rows"])
     assert [r["vs_first"] for r in cpu["rows"]][::2] == [1.0, 1.0]
     report = format_report(result)

@@ -32,10 +32,19 @@ def evil(tmp_path):
     """A checkpoint that looks like ours and carries a payload; and the file it would create."""
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"net.fc8.weight": torch.zeros(2, 2)}, "loops": {},
-                "optimizer_states": [], "hyper_parameters": {"model": {"name": "alexnet_cifar"}},
-                "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6",
-                "note": Payload(str(marker))}, path)
+    torch.save(
+        {
+            "state_dict": {"net.fc8.weight": torch.zeros(2, 2)},
+            "loops": {},
+            "optimizer_states": [],
+            "hyper_parameters": {"model": {"name": "alexnet_cifar"}},
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": "2.6.6",
+            "note": Payload(str(marker)),
+        },
+        path,
+    )
     return path, marker
 
 

@@ -19,10 +19,19 @@ from alexnet.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny synthetic data and two one-batch epochs: the network and its checkpoints are real.
-TINY = ["data=synthetic", "aug=none", "data.train_size=64", "data.val_size=16",
-        "data.test_size=16", "data.batch_size=16", "trainer.accelerator=cpu",
-        "callbacks.progress_bar=false", "debug=limit", "trainer.limit_train_batches=1",
-        "callbacks.checkpoint.save_last=false"]
+TINY = [
+    "data=synthetic",
+    "aug=none",
+    "data.train_size=64",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=false",
+    "debug=limit",
+    "trainer.limit_train_batches=1",
+    "callbacks.checkpoint.save_last=false",
+]
 ALL_PNGS = sorted(FILES.values())
 
 
@@ -97,8 +106,11 @@ def test_train_logs_figures_tables_and_min_summary_to_wandb(trained):
     rows = json.loads(table.read_text())
     assert rows["columns"] == ["class", "n", "top1_err"] and len(rows["data"]) == 10
     records = list(wandb_records(next(run.glob("run-*.wandb"))))
-    metric = [r.metric for r in records if r.WhichOneof("record_type") == "metric"
-              and r.metric.name == "val/top1_err"]
+    metric = [
+        r.metric
+        for r in records
+        if r.WhichOneof("record_type") == "metric" and r.metric.name == "val/top1_err"
+    ]
     assert metric and metric[-1].summary.min and metric[-1].step_metric == "trainer/global_step"
     with (out / "csv" / "metrics.csv").open() as f:
         errs = [float(r["val/top1_err"]) for r in csv.DictReader(f) if r["val/top1_err"]]
@@ -119,9 +131,19 @@ def test_figures_entry_renders_checkpoint_in_its_run_dir(trained, tmp_path):
         png.unlink()
     before = set((out / "wandb").glob("offline-run-*"))
     proc = subprocess.run(
-        [sys.executable, "-m", "alexnet.figures", f"ckpt_path={ckpt}", *TINY[:5],
-         "figures.queries=2", f"hydra.run.dir={tmp_path / 'figures_job'}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "alexnet.figures",
+            f"ckpt_path={ckpt}",
+            *TINY[:5],
+            "figures.queries=2",
+            f"hydra.run.dir={tmp_path / 'figures_job'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert pngs(out / "figures") == ALL_PNGS
@@ -139,22 +161,41 @@ def test_figures_entry_renders_checkpoint_in_its_run_dir(trained, tmp_path):
 def test_figures_entry_class_mismatch_is_one_clear_line(trained, tmp_path):
     _, results = trained
     proc = subprocess.run(
-        [sys.executable, "-m", "alexnet.figures", f"ckpt_path={results['best_ckpt']}",
-         "data=synthetic", "data.num_classes=4", "logger.wandb=null",
-         f"hydra.run.dir={tmp_path / 'job'}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "alexnet.figures",
+            f"ckpt_path={results['best_ckpt']}",
+            "data=synthetic",
+            "data.num_classes=4",
+            "logger.wandb=null",
+            f"hydra.run.dir={tmp_path / 'job'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: the checkpoint's network has 10 classes but the data has 4; pass the data it "
-        "was trained on (e.g. data=imagenet)")
+        "was trained on (e.g. data=imagenet)"
+    )
 
 
 def test_train_end_rendering_switches_off(cfg_factory, tmp_path):
     out = tmp_path / "run"
-    cfg = cfg_factory([*TINY, "figures.enabled=false", "figures.kernels_every_n_epochs=1",
-                       "logger.wandb=null", "trainer.max_epochs=1", "test=false"],
-                      output_dir=out)
+    cfg = cfg_factory(
+        [
+            *TINY,
+            "figures.enabled=false",
+            "figures.kernels_every_n_epochs=1",
+            "logger.wandb=null",
+            "trainer.max_epochs=1",
+            "test=false",
+        ],
+        output_dir=out,
+    )
     train(cfg)
     assert (out / "results.json").is_file()
     assert not (out / "figures").exists()
@@ -175,24 +216,36 @@ def test_wandb_identity_single_run_and_sweep(tmp_path):
     single.mkdir(parents=True)
     assert sweep_dir_of(single) is None
     assert wandb_identity("cifar10_alexnet", ["cifar10"], single) == (
-        "cifar10_alexnet", "cifar10_alexnet", ["cifar10"])
+        "cifar10_alexnet",
+        "cifar10_alexnet",
+        ["cifar10"],
+    )
     sweep = tmp_path / "logs" / "ablate" / "multirun" / "2026-01-01_10-00-00"
     job = sweep / "model.lrn=false"
     job.mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("{}\n")
     assert sweep_dir_of(job) == sweep.resolve()
     assert wandb_identity("ablate", ["cifar10"], job) == (
-        "model.lrn=false", "2026-01-01_10-00-00", ["cifar10", "sweep"])
+        "model.lrn=false",
+        "2026-01-01_10-00-00",
+        ["cifar10", "sweep"],
+    )
     # the run's logger.wandb names win over both defaults
     assert wandb_identity("ablate", [], job, {"name": "mine", "group": None}) == (
-        "mine", "2026-01-01_10-00-00", ["sweep"])
+        "mine",
+        "2026-01-01_10-00-00",
+        ["sweep"],
+    )
     assert wandb_identity("ablate", [], single, {"group": "g"}) == ("ablate", "g", [])
 
 
-@pytest.mark.parametrize("overrides, name, group", [
-    ([], "model.lrn=false,seed=0", "2026-01-01_10-00-00"),
-    (["logger.wandb.group=mine"], "model.lrn=false,seed=0", "mine"),
-])
+@pytest.mark.parametrize(
+    "overrides, name, group",
+    [
+        ([], "model.lrn=false,seed=0", "2026-01-01_10-00-00"),
+        (["logger.wandb.group=mine"], "model.lrn=false,seed=0", "mine"),
+    ],
+)
 def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
     cfg_factory, tmp_path, monkeypatch, overrides, name, group
 ):
@@ -242,26 +295,29 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
 
 
 def test_figures_blocks_of_train_and_figures_configs_agree():
-    blocks = [yaml.safe_load((REPO / "conf" / f"{n}.yaml").read_text())["figures"]
-              for n in ("train", "figures")]
+    blocks = [
+        yaml.safe_load((REPO / "conf" / f"{n}.yaml").read_text())["figures"]
+        for n in ("train", "figures")
+    ]
     assert blocks[0] == blocks[1]
     defaults = RenderOptions()
     for key, value in blocks[0].items():
         if hasattr(defaults, key):
             assert getattr(defaults, key) == value, key
     assert set(blocks[0]) - {"enabled", "kernels_every_n_epochs"} == set(
-        RenderOptions.__dataclass_fields__)
+        RenderOptions.__dataclass_fields__
+    )
 
 
-def test_a_failing_figure_never_costs_the_finished_run(cfg_factory, tmp_path, monkeypatch,
-                                                        caplog):
+def test_a_failing_figure_never_costs_the_finished_run(cfg_factory, tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("matplotlib fell over")
 
     monkeypatch.setattr("alexnet.dashboard.render_figures", broken)
     out = tmp_path / "run"
-    cfg = cfg_factory([*TINY, "logger.wandb=null", "trainer.max_epochs=1", "test=false"],
-                      output_dir=out)
+    cfg = cfg_factory(
+        [*TINY, "logger.wandb=null", "trainer.max_epochs=1", "test=false"], output_dir=out
+    )
     with caplog.at_level("ERROR", logger="alexnet.dashboard"):
         results = train(cfg)
     assert results["status"] == "ok" and (out / "results.json").is_file()

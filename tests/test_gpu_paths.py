@@ -57,8 +57,9 @@ def test_nvjpeg_store_loader_matches_cpu_decoding(imagenet_folder, tmp_path):
     batch = BatchTrain(imagenet_default_stats(256), crop=224, lighting=0.1)
     out = {}
     for decode in ("device", "cpu"):
-        loader = StoreLoader(store, batch, 3, shuffle=True, drop_last=True, device="cuda",
-                             seed=5, decode=decode)
+        loader = StoreLoader(
+            store, batch, 3, shuffle=True, drop_last=True, device="cuda", seed=5, decode=decode
+        )
         out[decode] = [(x.cpu(), y.cpu()) for x, y in loader]
     for (x_gpu, y_gpu), (x_cpu, y_cpu) in zip(out["device"], out["cpu"], strict=True):
         assert torch.equal(y_gpu, y_cpu)

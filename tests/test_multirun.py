@@ -35,8 +35,13 @@ HELPERS = REPO / "tests" / "helpers"
 
 
 def job_cfg(job_dir: Path):
-    return OmegaConf.create({"task_name": "lrn_pool", "paths": {"output_dir": str(job_dir)},
-                             "logger": {"csv": True, "wandb": None}})
+    return OmegaConf.create(
+        {
+            "task_name": "lrn_pool",
+            "paths": {"output_dir": str(job_dir)},
+            "logger": {"csv": True, "wandb": None},
+        }
+    )
 
 
 # ---- one job of a sweep -----------------------------------------------------------------------
@@ -102,15 +107,18 @@ def test_describe_exit():
     assert describe_exit(-9, "") == "killed by SIGKILL (often the out-of-memory killer)"
     assert describe_exit(-15, "") == "killed by SIGTERM"
     assert describe_exit(1, "Traceback\n  ...\nValueError: bad\n\n") == (
-        "exited with code 1: ValueError: bad")
+        "exited with code 1: ValueError: bad"
+    )
     assert describe_exit(2, "") == "exited with code 2: no error output"
 
 
 def test_job_dir_names():
     assert quote_override_value("/a/model.lrn=True,seed=0") == "'/a/model.lrn=True,seed=0'"
     assert quote_override_value("it's") == '"it\'s"'
-    jobs = [["model.lrn=True", "seed=0", "trainer.max_epochs=2"],
-            ["model.lrn=False", "seed=0", "trainer.max_epochs=2"]]
+    jobs = [
+        ["model.lrn=True", "seed=0", "trainer.max_epochs=2"],
+        ["model.lrn=False", "seed=0", "trainer.max_epochs=2"],
+    ]
     assert varying_keys(jobs) == {"model.lrn"}
     assert shorten_subdir("model.lrn=True", jobs[0], {"model.lrn"}) == "model.lrn=True"
     long_a, long_b = "x" * 200 + "a", "x" * 200 + "b"
@@ -122,23 +130,42 @@ def test_job_dir_names():
 
 # ---- the real commands ------------------------------------------------------------------------
 
-TINY = ["data=synthetic", "data.train_size=32", "data.val_size=16", "data.test_size=16",
-        "data.batch_size=16", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-        "logger.wandb=null", "callbacks.progress_bar=false", "callbacks.checkpoint=null"]
+TINY = [
+    "data=synthetic",
+    "data.train_size=32",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "logger.wandb=null",
+    "callbacks.progress_bar=false",
+    "callbacks.checkpoint=null",
+]
 
 
 def env(extra_path: Path | None = None) -> dict[str, str]:
-    paths = [str(REPO / "src"), *([str(extra_path)] if extra_path else []),
-             os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-            "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    paths = [
+        str(REPO / "src"),
+        *([str(extra_path)] if extra_path else []),
+        os.environ.get("PYTHONPATH", ""),
+    ]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "WANDB_MODE": "offline",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+    }
 
 
 def sweep(sweep_dir: Path, *overrides: str, extra_path: Path | None = None):
     return subprocess.run(
-        [sys.executable, "-m", "alexnet.train", "-m", *overrides,
-         f"hydra.sweep.dir={sweep_dir}"],
-        capture_output=True, text=True, timeout=900, cwd=REPO, env=env(extra_path),
+        [sys.executable, "-m", "alexnet.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env=env(extra_path),
     )
 
 
@@ -156,8 +183,7 @@ def rows(sweep_dir: Path, section: str) -> list[dict]:
 
 
 def results_by_dir(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text())
-            for p in sweep_dir.glob("*/results.json")}
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
 
 
 @pytest.mark.slow
@@ -169,8 +195,11 @@ def test_tiny_lrn_pool_grid_end_to_end(tmp_path, capsys):
     jobs = results_by_dir(out)
     # one dir per cell, named by the overrides that vary (the rest hashed in: names stay short)
     assert sorted(name.rsplit("-", 1)[0] for name in jobs) == [
-        "model.lrn=False,model.pool=nonoverlap", "model.lrn=False,model.pool=overlap",
-        "model.lrn=True,model.pool=nonoverlap", "model.lrn=True,model.pool=overlap"]
+        "model.lrn=False,model.pool=nonoverlap",
+        "model.lrn=False,model.pool=overlap",
+        "model.lrn=True,model.pool=nonoverlap",
+        "model.lrn=True,model.pool=overlap",
+    ]
     for name, results in jobs.items():
         assert results["status"] == "ok" and results["steps"] == 4  # 2 epochs of 32 / 16
         assert (out / name / "csv" / "metrics.csv").is_file()
@@ -183,12 +212,19 @@ def test_tiny_lrn_pool_grid_end_to_end(tmp_path, capsys):
     assert "lrn: inconclusive at this n" in stdout  # one seed: no interval
     cells = rows(out, "cell")
     assert sorted({r["name"] for r in cells}) == [
-        "model.lrn=False,model.pool=nonoverlap", "model.lrn=False,model.pool=overlap",
-        "model.lrn=True,model.pool=nonoverlap", "model.lrn=True,model.pool=overlap"]
+        "model.lrn=False,model.pool=nonoverlap",
+        "model.lrn=False,model.pool=overlap",
+        "model.lrn=True,model.pool=nonoverlap",
+        "model.lrn=True,model.pool=overlap",
+    ]
     assert all(r["n"] == "1" for r in cells if r["metric"] == "test/top1_err")
     claims = {(r["detail"].split(":")[0], r["metric"]) for r in rows(out, "claim")}
-    assert claims == {("lrn", "test/top1_err"), ("lrn", "test/top5_err"),
-                      ("pool", "test/top1_err"), ("pool", "test/top5_err")}
+    assert claims == {
+        ("lrn", "test/top1_err"),
+        ("lrn", "test/top5_err"),
+        ("pool", "test/top1_err"),
+        ("pool", "test/top5_err"),
+    }
     assert (out / "report.png").stat().st_size > 10_000
     assert "| True | overlap | 1/1 |" in (out / "report.md").read_text()
 
@@ -224,17 +260,25 @@ def test_failing_job_does_not_stop_the_grid(tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_or_crashed_job_process_fails_only_its_cell_and_is_retried(tmp_path, capsys):
     out = tmp_path / "sweep"
-    grid = ["experiment=cifar_lrn", "model.lrn=true", "model.init=paper,kill,crash", "seed=0",
-            "hydra.launcher.module=fake_job"]
+    grid = [
+        "experiment=cifar_lrn",
+        "model.lrn=true",
+        "model.init=paper,kill,crash",
+        "seed=0",
+        "hydra.launcher.module=fake_job",
+    ]
     proc = sweep(out, *grid, extra_path=HELPERS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    errors = {p.parent.name: read_results(p.parent)["error"]
-              for p in out.glob("*/results.json") if read_results(p.parent)["status"] != "ok"}
+    errors = {
+        p.parent.name: read_results(p.parent)["error"]
+        for p in out.glob("*/results.json")
+        if read_results(p.parent)["status"] != "ok"
+    }
     assert errors == {
         "model.init=kill,model.lrn=True,seed=0": "killed by SIGKILL (often the out-of-memory "
-                                                 "killer)",
+        "killer)",
         "model.init=crash,model.lrn=True,seed=0": "exited with code 3: RuntimeError: the GPU "
-                                                  "fell off the bus",
+        "fell off the bus",
     }
     # each job was told which sweep it belongs to
     ok = out / "model.init=paper,model.lrn=True,seed=0"
@@ -242,7 +286,9 @@ def test_killed_or_crashed_job_process_fails_only_its_cell_and_is_retried(tmp_pa
     code, _, _ = report(out, capsys)
     assert code == 1
     assert {r["name"]: r["verdict"] for r in rows(out, "job")} == {
-        "model.init=kill,seed=0": "failed", "model.init=crash,seed=0": "failed"}
+        "model.init=kill,seed=0": "failed",
+        "model.init=crash,seed=0": "failed",
+    }
 
     # the same command again: the finished job is skipped, the failed ones run again, their
     # first attempt kept under attempts/1
@@ -264,15 +310,26 @@ def test_grid_killed_mid_cell_resumes_that_cell_and_ends_bit_identical(tmp_path)
 
     from tiny_run import PER_EPOCH, TINY
 
-    grid = ["experiment=cifar_lrn", *TINY, "model.lrn=true", "logger=csv",
-            "trainer.log_every_n_steps=1", "callbacks.checkpoint.every_n_steps=4"]
+    grid = [
+        "experiment=cifar_lrn",
+        *TINY,
+        "model.lrn=true",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        "callbacks.checkpoint.every_n_steps=4",
+    ]
     one_thread = {"OMP_NUM_THREADS": "1"}  # bit-identical floats across processes
 
     def run_grid(sweep_dir: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "alexnet.train", "-m", *grid, f"hydra.sweep.dir={sweep_dir}"],
-            cwd=REPO, env={**env(), **one_thread}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            cwd=REPO,
+            env={**env(), **one_thread},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     ref = run_grid(tmp_path / "ref")
     assert ref.wait(600) == 0, ref.stdout.read()[-3000:]
@@ -303,15 +360,18 @@ def test_grid_killed_mid_cell_resumes_that_cell_and_ends_bit_identical(tmp_path)
     assert got["status"] == "ok" and got["resumed_from"] == str(last.resolve())
     timing = {"train/img_per_s": got["metrics"]["train/img_per_s"]}
     assert got["metrics"] == {**want["metrics"], **timing}
-    a, b = (torch.load(tmp_path / d / cell / "checkpoints" / "last.ckpt", weights_only=True)
-            for d in ("ref", "cut"))
+    a, b = (
+        torch.load(tmp_path / d / cell / "checkpoints" / "last.ckpt", weights_only=True)
+        for d in ("ref", "cut")
+    )
     assert a["global_step"] == b["global_step"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
 
     def rows_without_timing(d: str) -> list[dict]:
         with (tmp_path / d / cell / "csv" / "metrics.csv").open(newline="") as f:
-            return [{k: v for k, v in r.items() if k != "train/img_per_s"}
-                    for r in csv.DictReader(f)]
+            return [
+                {k: v for k, v in r.items() if k != "train/img_per_s"} for r in csv.DictReader(f)
+            ]
 
     assert rows_without_timing("cut") == rows_without_timing("ref")

@@ -36,8 +36,9 @@ def online_without_server(monkeypatch):
 SPEC = {"csv": False, "wandb": {"project": "alexnet-lab", "mode": "auto"}}
 
 
-def test_wandb_online_without_server_falls_back_to_offline_fast(online_without_server, tmp_path,
-                                                                caplog):
+def test_wandb_online_without_server_falls_back_to_offline_fast(
+    online_without_server, tmp_path, caplog
+):
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
         (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
@@ -49,8 +50,9 @@ def test_wandb_online_without_server_falls_back_to_offline_fast(online_without_s
 
 
 @pytest.mark.slow
-def test_wandb_init_failure_falls_back_to_offline(online_without_server, tmp_path, caplog,
-                                                  monkeypatch):
+def test_wandb_init_failure_falls_back_to_offline(
+    online_without_server, tmp_path, caplog, monkeypatch
+):
     # Second line of defence: the probe passes (as behind a proxy) but wandb.init cannot start.
     monkeypatch.setattr(loggers, "wandb_reachable", lambda: True)
     monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 2.0)
@@ -62,8 +64,7 @@ def test_wandb_init_failure_falls_back_to_offline(online_without_server, tmp_pat
     assert logger.experiment.settings.mode == "offline"
 
 
-def test_figures_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, monkeypatch,
-                                                                    caplog):
+def test_figures_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, monkeypatch, caplog):
     # `python -m alexnet.figures` must take the same path as training: logged in (a dummy key),
     # WANDB_MODE unset, the server unreachable -> a warning and an offline run, no online init.
     import wandb
@@ -84,8 +85,11 @@ def test_figures_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, m
         return real_init(**kwargs)
 
     monkeypatch.setattr(wandb, "init", init)
-    monkeypatch.setattr(alexnet.dashboard, "log_figures",
-                        lambda run, figures, step=None: seen.setdefault("mode", run.settings.mode))
+    monkeypatch.setattr(
+        alexnet.dashboard,
+        "log_figures",
+        lambda run, figures, step=None: seen.setdefault("mode", run.settings.mode),
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
             log_to_new_wandb_run({"mode": "auto"}, tmp_path, tmp_path / "last.ckpt", None, {})
@@ -120,8 +124,14 @@ print("attempts=%d" % len(attempts))
 
 def run_guarded(imports: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
-    proc = subprocess.run([sys.executable, "-c", GUARD.format(imports=imports)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", GUARD.format(imports=imports)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

@@ -41,8 +41,10 @@ def test_nan_stops_with_the_step_and_saves_the_state_before_it(poisoned, tmp_pat
         train(compose_config("train", TINY, out))
     last = out / "checkpoints" / "last.ckpt"
     message = str(caught.value)
-    assert message.startswith(f"train/loss is nan at global step {BAD_STEP} (epoch 1, batch 3); "
-                              f"the weights before it are saved in {last}")
+    assert message.startswith(
+        f"train/loss is nan at global step {BAD_STEP} (epoch 1, batch 3); "
+        f"the weights before it are saved in {last}"
+    )
     assert "callbacks.nonfinite=skip" in message and "\n" not in message
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == BAD_STEP
@@ -131,7 +133,8 @@ def test_fused_stop_skips_the_bad_step_and_resumes_like_skip(poisoned, tmp_path)
     assert stop.step == BAD_STEP and stop.stopped_at == 16  # the next batch start at a 4th step
     assert str(stop).startswith(
         f"train/loss is nan at global step {BAD_STEP} (epoch 1, batch 3); its update was skipped "
-        f"and the run stopped at step 16; the weights are saved in {last}")
+        f"and the run stopped at step 16; the weights are saved in {last}"
+    )
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == 16
     assert all(torch.isfinite(w).all() for w in state["state_dict"].values())

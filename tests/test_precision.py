@@ -37,7 +37,7 @@ def loss_curve(model_kwargs: dict, steps: int, bf16: bool, batch: int = 32) -> t
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     losses = []
     for step in range(steps):
-        x, y = x_all[step * batch:(step + 1) * batch], y_all[step * batch:(step + 1) * batch]
+        x, y = x_all[step * batch : (step + 1) * batch], y_all[step * batch : (step + 1) * batch]
         with autocast:
             logits = net(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -68,6 +68,7 @@ def test_auto_precision_resolves_to_what_the_machine_runs(monkeypatch, tmp_path)
     resolved = resolve_auto(cfg.copy())
     assert resolved.trainer.precision == "32-true" and resolved.channels_last is False
     # an explicit choice is kept
-    pinned = resolve_auto(compose_config("train", ["trainer.precision=32-true",
-                                                   "channels_last=true"], tmp_path))
+    pinned = resolve_auto(
+        compose_config("train", ["trainer.precision=32-true", "channels_last=true"], tmp_path)
+    )
     assert pinned.trainer.precision == "32-true" and pinned.channels_last is True

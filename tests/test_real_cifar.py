@@ -11,21 +11,36 @@ STEPS = 200
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REAL_DATA / "cifar10" / "train").is_dir()
-                    and not (REAL_DATA / "cifar10" / "cifar-10-batches-py").is_dir(),
-                    reason=f"no CIFAR-10 under {REAL_DATA} (extract the shared archive into data/)")
+@pytest.mark.skipif(
+    not (REAL_DATA / "cifar10" / "train").is_dir()
+    and not (REAL_DATA / "cifar10" / "cifar-10-batches-py").is_dir(),
+    reason=f"no CIFAR-10 under {REAL_DATA} (extract the shared archive into data/)",
+)
 def test_alexnet_cifar_learns_on_real_cifar10(cfg_factory):
-    cfg = cfg_factory([
-        "experiment=cifar10_alexnet", f"paths.data_dir={REAL_DATA}", "data.download=false",
-        "data.batch_size=64", "data.num_workers=1", "trainer.accelerator=cpu",
-        "trainer.max_epochs=1", f"+trainer.limit_train_batches={STEPS}",
-        "+trainer.limit_val_batches=10", "+trainer.limit_test_batches=40",
-        "logger.wandb=null", "callbacks.progress_bar=false",
-        "figures.enabled=false",  # the figure pass over 45k images would triple the test's time
-    ])
+    cfg = cfg_factory(
+        [
+            "experiment=cifar10_alexnet",
+            f"paths.data_dir={REAL_DATA}",
+            "data.download=false",
+            "data.batch_size=64",
+            "data.num_workers=1",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            f"+trainer.limit_train_batches={STEPS}",
+            "+trainer.limit_val_batches=10",
+            "+trainer.limit_test_batches=40",
+            "logger.wandb=null",
+            "callbacks.progress_bar=false",
+            "figures.enabled=false",  # the figure pass over 45k images would triple the test's time
+        ]
+    )
     results = train(cfg)
-    print("real CIFAR-10 after", STEPS, "steps:", {k: round(v, 4) for k, v in
-                                                    results["metrics"].items()})
+    print(
+        "real CIFAR-10 after",
+        STEPS,
+        "steps:",
+        {k: round(v, 4) for k, v in results["metrics"].items()},
+    )
     assert results["steps"] == STEPS
     # Chance is 0.90 top-1 / 0.50 top-5 on 10 balanced classes; the test set is 2,560 images.
     # Measured: test top-1/top-5 error 0.754 / 0.195 after these 200 steps (2 CPU cores, 5 min).

@@ -48,8 +48,9 @@ def assert_same_training_state(a: Path, b: Path) -> None:
     for key, value in ref["state_dict"].items():
         assert torch.equal(value, got["state_dict"][key]), key
     for key, value in ref["optimizer_states"][0]["state"].items():
-        assert torch.equal(value["momentum_buffer"],
-                           got["optimizer_states"][0]["state"][key]["momentum_buffer"])
+        assert torch.equal(
+            value["momentum_buffer"], got["optimizer_states"][0]["state"][key]["momentum_buffer"]
+        )
     assert got["lr_schedulers"] == ref["lr_schedulers"]
 
 
@@ -68,8 +69,9 @@ def run(out: Path, extra=(), crash_at: int | None = None, monkeypatch=None) -> d
     cfg = compose_config("train", [*BASE, *extra], out)
     if crash_at is not None:
         build = train_module.build_callbacks
-        monkeypatch.setattr(train_module, "build_callbacks",
-                            lambda cfg, out: [*build(cfg, out), Crash(crash_at)])
+        monkeypatch.setattr(
+            train_module, "build_callbacks", lambda cfg, out: [*build(cfg, out), Crash(crash_at)]
+        )
         with pytest.raises(RuntimeError, match="simulated crash"):
             train(cfg)
         monkeypatch.undo()
@@ -158,14 +160,17 @@ def test_gpu_resident_crash_then_resume_is_bit_identical(
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert load(last)["global_step"] == saved  # mid-epoch 1 / the boundary of epochs 0 and 1
     run(tmp_path / "b", [*GPU_RESIDENT, f"ckpt_path={last}"])
-    assert_same_training_state(gpu_resident_reference,
-                               tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert_same_training_state(gpu_resident_reference, tmp_path / "b" / "checkpoints" / "last.ckpt")
 
 
 def start(out: Path, extra=()) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "alexnet.train", *BASE, *extra, f"hydra.run.dir={out}"],
-        cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group, as a scheduler's job
     )
 
@@ -188,8 +193,13 @@ def wait_for_checkpoint(proc: subprocess.Popen, path: Path, ready, timeout: floa
 
 def resume_in_subprocess(last: Path, out: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "alexnet.train", *BASE, f"ckpt_path={last}",
-         f"hydra.run.dir={out}"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "alexnet.train", *BASE, f"ckpt_path={last}", f"hydra.run.dir={out}"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -221,7 +231,8 @@ def test_sigterm_saves_exits_143_and_resumes_bit_identical(reference, tmp_path):
     step = load(last)["global_step"]
     assert results["steps"] == step < STEPS
     assert stderr.strip().splitlines()[-1] == (
-        f"preempted: SIGTERM at global step {step}; resume with ckpt_path={last}")
+        f"preempted: SIGTERM at global step {step}; resume with ckpt_path={last}"
+    )
     assert "Traceback" not in stderr
     resume_in_subprocess(last, tmp_path / "b")
     assert_same_training_state(reference, tmp_path / "b" / "checkpoints" / "last.ckpt")

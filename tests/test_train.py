@@ -14,8 +14,12 @@ from alexnet.eval import evaluate
 from alexnet.module import Classifier
 from alexnet.train import train
 
-FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false",
-        "compile=false"]  # compiling on CPU takes minutes (experiment=cifar10_fast turns it on)
+FAST = [
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=false",
+    "compile=false",
+]  # compiling on CPU takes minutes (experiment=cifar10_fast turns it on)
 # Full-size VGG (138M parameters): ~30 s for one step on 2 CPU cores.
 SLOW_EXPERIMENTS = {"vgg_imagenet", "vgg_lrn_imagenet"}
 _EXPERIMENT_FILES = (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml")
@@ -32,10 +36,15 @@ def data_overrides(experiment: str, cifar: Path, imagenet: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_runs_fast_dev_run(experiment, cfg_factory, cifar_folder,
-                                            imagenet_folder):
-    cfg = cfg_factory([f"experiment={experiment}", "debug=fdr", *FAST,
-                       *data_overrides(experiment, cifar_folder, imagenet_folder)])
+def test_every_experiment_runs_fast_dev_run(experiment, cfg_factory, cifar_folder, imagenet_folder):
+    cfg = cfg_factory(
+        [
+            f"experiment={experiment}",
+            "debug=fdr",
+            *FAST,
+            *data_overrides(experiment, cifar_folder, imagenet_folder),
+        ]
+    )
     results = train(cfg)
     assert results["status"] == "ok"
     assert results["steps"] == 1
@@ -44,9 +53,16 @@ def test_every_experiment_runs_fast_dev_run(experiment, cfg_factory, cifar_folde
 
 def limit_run(cfg_factory, cifar_folder, out: Path, extra=(), wandb=False):
     cfg = cfg_factory(
-        ["experiment=cifar10_alexnet", "debug=limit", *FAST, f"paths.data_dir={cifar_folder}",
-         "data.batch_size=16", "data.val_size=40", *([] if wandb else ["logger.wandb=null"]),
-         *extra],
+        [
+            "experiment=cifar10_alexnet",
+            "debug=limit",
+            *FAST,
+            f"paths.data_dir={cifar_folder}",
+            "data.batch_size=16",
+            "data.val_size=40",
+            *([] if wandb else ["logger.wandb=null"]),
+            *extra,
+        ],
         output_dir=out,
     )
     return train(cfg)
@@ -69,19 +85,29 @@ def test_short_training_on_cifar_folder_writes_run_dir(cfg_factory, cifar_folder
     assert (cifar_folder / "cifar10" / "stats.npz").is_file()
 
 
-def test_checkpoint_rebuilds_network_and_eval_matches_training_test(cfg_factory, cifar_folder,
-                                                                     tmp_path):
-    results = limit_run(cfg_factory, cifar_folder, tmp_path / "run",
-                        extra=["trainer.limit_test_batches=1.0"])
+def test_checkpoint_rebuilds_network_and_eval_matches_training_test(
+    cfg_factory, cifar_folder, tmp_path
+):
+    results = limit_run(
+        cfg_factory, cifar_folder, tmp_path / "run", extra=["trainer.limit_test_batches=1.0"]
+    )
     # load_from_checkpoint needs nothing but the file: the hparams hold plain values
     module = Classifier.load_from_checkpoint(results["best_ckpt"], map_location="cpu")
     assert module.hparams.model["name"] == "alexnet_cifar"
-    eval_cfg = cfg_factory([f"ckpt_path={results['best_ckpt']}", *FAST[:2],
-                            f"paths.data_dir={cifar_folder}", "data.val_size=40"],
-                           name="eval", output_dir=tmp_path / "eval")
+    eval_cfg = cfg_factory(
+        [
+            f"ckpt_path={results['best_ckpt']}",
+            *FAST[:2],
+            f"paths.data_dir={cifar_folder}",
+            "data.val_size=40",
+        ],
+        name="eval",
+        output_dir=tmp_path / "eval",
+    )
     scored = evaluate(eval_cfg)
     assert scored["metrics"]["test/top1_err"] == pytest.approx(
-        results["metrics"]["test/top1_err"], abs=1e-6)
+        results["metrics"]["test/top1_err"], abs=1e-6
+    )
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"] == scored["metrics"]
 
 
@@ -89,18 +115,35 @@ def test_resume_from_last_checkpoint_continues_epochs(cfg_factory, cifar_folder,
     first = limit_run(cfg_factory, cifar_folder, tmp_path / "a")
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True, map_location="cpu")["epoch"] == 1
-    resumed = limit_run(cfg_factory, cifar_folder, tmp_path / "b",
-                        extra=[f"ckpt_path={last}", "trainer.max_epochs=3"])
+    resumed = limit_run(
+        cfg_factory,
+        cifar_folder,
+        tmp_path / "b",
+        extra=[f"ckpt_path={last}", "trainer.max_epochs=3"],
+    )
     assert first["steps"] == 8
     assert resumed["epochs"] == 3 and resumed["steps"] == 12
 
 
 def test_imagenet_folder_with_odd_images_trains(cfg_factory, imagenet_folder, tmp_path):
-    cfg = cfg_factory(["data=imagenet", "model=alexnet", "aug=paper", "aug.eval=ten_crop",
-                       "data.num_classes=3", "data.batch_size=2", "debug=limit",
-                       "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                       "logger.wandb=null", *FAST, f"paths.data_dir={imagenet_folder}"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "model=alexnet",
+            "aug=paper",
+            "aug.eval=ten_crop",
+            "data.num_classes=3",
+            "data.batch_size=2",
+            "debug=limit",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "logger.wandb=null",
+            *FAST,
+            f"paths.data_dir={imagenet_folder}",
+        ]
+    )
     results = train(cfg)
     assert results["steps"] == 2
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
@@ -119,9 +162,17 @@ def test_wandb_offline_run_has_metric_keys(cfg_factory, cifar_folder, tmp_path):
 def test_missing_data_root_is_one_clear_line(tmp_path):
     empty = tmp_path / "nothing-here"
     proc = subprocess.run(
-        [sys.executable, "-m", "alexnet.train", f"paths.data_dir={empty}", "data.download=false",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "alexnet.train",
+            f"paths.data_dir={empty}",
+            "data.download=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

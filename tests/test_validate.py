@@ -16,8 +16,13 @@ from alexnet.validate import ConfigError, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = ["data=synthetic", "trainer.accelerator=cpu"]
-IMAGENET_LIKE = ["data=synthetic", "data.image_size=256", "model=alexnet", "aug=paper",
-                 "trainer.accelerator=cpu"]
+IMAGENET_LIKE = [
+    "data=synthetic",
+    "data.image_size=256",
+    "model=alexnet",
+    "aug=paper",
+    "trainer.accelerator=cpu",
+]
 
 # (overrides, the message must contain) -- each is a mistake people make
 CASES = [
@@ -46,8 +51,10 @@ CASES = [
     (["trainer.devices=3"], "data.batch_size=32 is not divisible by the 3 devices"),
     (["trainer.devices=0"], "trainer.devices=0 is not a device count"),
     (["+trainer.max_epoch=3"], "trainer.max_epoch is not a setting of lightning.Trainer"),
-    (["callbacks.checkpoint.monitor=val/top1_error"],
-     "callbacks.checkpoint.monitor='val/top1_error' is not a metric the module logs"),
+    (
+        ["callbacks.checkpoint.monitor=val/top1_error"],
+        "callbacks.checkpoint.monitor='val/top1_error' is not a metric the module logs",
+    ),
     (["callbacks.checkpoint.every_n_steps=-5"], "every_n_steps=-5 must be >= 0"),
     (["callbacks.nonfinite=ignore"], "callbacks.nonfinite='ignore' is unknown; choose one of stop"),
     (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes' is unknown"),
@@ -68,14 +75,17 @@ def test_bad_value_is_one_clear_line(overrides, message, cfg_factory):
 
 IMAGENET_CASES = [
     (["aug.crop=300"], "aug.crop=300 is larger than the image (256x256); lower aug.crop"),
-    (["aug.crop=200"], "aug.crop=200 gives train inputs of 200x200 pixels, which model 'alexnet' "
-                       "cannot take"),
+    (
+        ["aug.crop=200"],
+        "aug.crop=200 gives train inputs of 200x200 pixels, which model 'alexnet' cannot take",
+    ),
     (["aug.eval=twelve_crop"], "aug.eval='twelve_crop' is unknown; choose center or ten_crop"),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "message"), IMAGENET_CASES,
-                         ids=[" ".join(c[0]) for c in IMAGENET_CASES])
+@pytest.mark.parametrize(
+    ("overrides", "message"), IMAGENET_CASES, ids=[" ".join(c[0]) for c in IMAGENET_CASES]
+)
 def test_crop_must_fit_the_image_and_the_network(overrides, message, cfg_factory):
     with pytest.raises(ConfigError, match="") as caught:
         validate_config(cfg_factory([*IMAGENET_LIKE, *overrides]))
@@ -85,22 +95,36 @@ def test_crop_must_fit_the_image_and_the_network(overrides, message, cfg_factory
 def test_good_configs_pass(cfg_factory, cifar_folder):
     validate_config(cfg_factory(SYNTH))
     validate_config(cfg_factory(IMAGENET_LIKE))
-    validate_config(cfg_factory(["experiment=cifar10_alexnet", f"paths.data_dir={cifar_folder}",
-                                 "trainer.accelerator=cpu"]))
+    validate_config(
+        cfg_factory(
+            [
+                "experiment=cifar10_alexnet",
+                f"paths.data_dir={cifar_folder}",
+                "trainer.accelerator=cpu",
+            ]
+        )
+    )
 
 
 def test_num_classes_must_match_the_folders(cfg_factory, cifar_folder):
-    cfg = cfg_factory([f"paths.data_dir={cifar_folder}", "data.num_classes=5",
-                       "trainer.accelerator=cpu"])
-    with pytest.raises(ConfigError, match=r"data.num_classes=5 but .*cifar10 holds 10 classes; "
-                                          r"set data.num_classes=10"):
+    cfg = cfg_factory(
+        [f"paths.data_dir={cifar_folder}", "data.num_classes=5", "trainer.accelerator=cpu"]
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"data.num_classes=5 but .*cifar10 holds 10 classes; "
+        r"set data.num_classes=10",
+    ):
         validate_config(cfg)
 
 
 def test_missing_data_root(cfg_factory, tmp_path):
     cfg = cfg_factory([f"paths.data_dir={tmp_path / 'nope'}", "data.download=false"])
-    with pytest.raises(ConfigError, match=r"data.root=.*nope does not exist, so .*nope/cifar10 "
-                                          r"cannot hold the data; point DATA_DIR"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.root=.*nope does not exist, so .*nope/cifar10 "
+        r"cannot hold the data; point DATA_DIR",
+    ):
         validate_config(cfg)
 
 
@@ -112,14 +136,21 @@ def test_unwritable_output_dir(cfg_factory, tmp_path):
         validate_config(cfg)
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda p: p / "missing.ckpt", r"missing.ckpt does not exist; give a .ckpt file"),
-    (lambda p: p, r"is a folder; give the .ckpt file in it"),
-    (lambda p: (p / "notes.ckpt", (p / "notes.ckpt").write_text("hello"))[0],
-     r"notes.ckpt is not a PyTorch checkpoint"),
-    (lambda p: (p / "w.pt", torch.save({"w": torch.zeros(1)}, p / "w.pt"))[0],
-     r"w.pt lacks state_dict, loops, optimizer_states needed to resume training"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.ckpt", r"missing.ckpt does not exist; give a .ckpt file"),
+        (lambda p: p, r"is a folder; give the .ckpt file in it"),
+        (
+            lambda p: (p / "notes.ckpt", (p / "notes.ckpt").write_text("hello"))[0],
+            r"notes.ckpt is not a PyTorch checkpoint",
+        ),
+        (
+            lambda p: (p / "w.pt", torch.save({"w": torch.zeros(1)}, p / "w.pt"))[0],
+            r"w.pt lacks state_dict, loops, optimizer_states needed to resume training",
+        ),
+    ],
+)
 def test_bad_ckpt_path(make, message, cfg_factory, tmp_path):
     cfg = cfg_factory([*SYNTH, f"ckpt_path={make(tmp_path)}"])
     with pytest.raises(ConfigError, match=message):
@@ -127,18 +158,22 @@ def test_bad_ckpt_path(make, message, cfg_factory, tmp_path):
 
 
 def test_eval_needs_a_checkpoint_and_a_known_split(cfg_factory, tmp_path):
-    with pytest.raises(ConfigError, match="ckpt_path is required; give it on the command line: "
-                                          "ckpt_path=path/to/"):
+    with pytest.raises(
+        ConfigError, match="ckpt_path is required; give it on the command line: ckpt_path=path/to/"
+    ):
         validate_config(cfg_factory(["data=synthetic"], name="eval"), "eval")
     with pytest.raises(ConfigError, match="split='tst' is unknown; choose one of test, val, both"):
-        validate_config(cfg_factory(["data=synthetic", "split=tst", f"ckpt_path={tmp_path}"],
-                                    name="eval"), "eval")
+        validate_config(
+            cfg_factory(["data=synthetic", "split=tst", f"ckpt_path={tmp_path}"], name="eval"),
+            "eval",
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_gpu_trainer_without_a_gpu(cfg_factory):
-    with pytest.raises(ConfigError, match="trainer.accelerator='gpu' but no CUDA GPU is visible; "
-                                          "use trainer=cpu"):
+    with pytest.raises(
+        ConfigError, match="trainer.accelerator='gpu' but no CUDA GPU is visible; use trainer=cpu"
+    ):
         validate_config(cfg_factory(["data=synthetic", "trainer=gpu"]))
 
 
@@ -161,17 +196,21 @@ def test_hydra_refuses_unknown_choices_and_keys(cfg_factory):
 
 
 def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alexnet.train", *args],
-                          capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
 
 
 def test_cli_prints_one_line_and_traceback_only_on_request(tmp_path):
     args = ["data=synthetic", "optim.lr=0", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: optim.lr=0 must be > 0")
+    assert proc.stderr.strip().splitlines()[-1] == ("error: optim.lr=0 must be > 0")
     assert "Traceback" not in proc.stderr
     full = run_cli(args, tmp_path, HYDRA_FULL_ERROR="1")
     assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
@@ -184,5 +223,6 @@ def test_cli_unwritable_log_dir_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: paths.log_dir={blocker / 'logs'} is not writable (Not a directory); set LOG_DIR "
-        "or paths.log_dir to a folder you can write")
+        "or paths.log_dir to a folder you can write"
+    )
     assert "Traceback" not in proc.stderr

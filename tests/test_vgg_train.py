@@ -31,16 +31,35 @@ def cifar(folder: Path) -> list[str]:
 def net_a_run(cifar_folder, tmp_path_factory) -> dict:
     """A tiny VGG-A trained for a few steps on the CIFAR folder; its results.json."""
     out = tmp_path_factory.mktemp("vgg_a")
-    cfg = compose_config("train", [*TINY_VGG, "debug=limit", "logger.wandb=null", *FAST,
-                                   *cifar(cifar_folder), "trainer.limit_test_batches=1.0"], out)
+    cfg = compose_config(
+        "train",
+        [
+            *TINY_VGG,
+            "debug=limit",
+            "logger.wandb=null",
+            *FAST,
+            *cifar(cifar_folder),
+            "trainer.limit_test_batches=1.0",
+        ],
+        out,
+    )
     return train(cfg)
 
 
 def evaluate_with(ckpt: str, cifar_folder: Path, out: Path, *overrides: str) -> dict:
     # fp32: these tests compare formulations (dense vs FC), which bf16 would round differently
-    cfg = compose_config("eval", [f"ckpt_path={ckpt}", "aug=vgg_cifar", *FAST[:2],
-                                  *cifar(cifar_folder), "trainer.precision=32-true",
-                                  *overrides], out)
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={ckpt}",
+            "aug=vgg_cifar",
+            *FAST[:2],
+            *cifar(cifar_folder),
+            "trainer.precision=32-true",
+            *overrides,
+        ],
+        out,
+    )
     return evaluate(cfg)
 
 
@@ -59,10 +78,12 @@ def test_dense_eval_equals_fc_form_through_eval_path(net_a_run, cifar_folder, tm
     # mirror image) must give exactly what the FC path gives on the crop and its mirror, here
     # multi-crop with every crop of the 32x32 image being the image itself.
     ckpt = net_a_run["best_ckpt"]
-    dense = evaluate_with(ckpt, cifar_folder, tmp_path / "dense", "aug.eval=dense",
-                          "aug.eval_scale=32")
-    crops = evaluate_with(ckpt, cifar_folder, tmp_path / "crops", "aug.eval=multi_crop",
-                          "aug.eval_scale=32")
+    dense = evaluate_with(
+        ckpt, cifar_folder, tmp_path / "dense", "aug.eval=dense", "aug.eval_scale=32"
+    )
+    crops = evaluate_with(
+        ckpt, cifar_folder, tmp_path / "crops", "aug.eval=multi_crop", "aug.eval_scale=32"
+    )
     assert dense["eval"] == "dense" and crops["eval"] == "multi_crop"
     for key in ("test/top1_err", "test/top5_err"):
         assert dense["metrics"][key] == crops["metrics"][key]
@@ -72,11 +93,13 @@ def test_dense_eval_equals_fc_form_through_eval_path(net_a_run, cifar_folder, tm
 def test_dense_eval_matches_a_direct_computation(net_a_run, cifar_folder, tmp_path):
     # Two test scales, whole images: the errors are what dense_scores gives image by image.
     ckpt = net_a_run["best_ckpt"]
-    scored = evaluate_with(ckpt, cifar_folder, tmp_path / "eval", "aug.eval=dense",
-                           "aug.eval_scale=[36,48]")
+    scored = evaluate_with(
+        ckpt, cifar_folder, tmp_path / "eval", "aug.eval=dense", "aug.eval_scale=[36,48]"
+    )
     json.loads((tmp_path / "eval" / "eval.json").read_text())  # written, valid
-    dm = build_data(compose_config("eval", ["aug=vgg_cifar", *FAST[:2], *cifar(cifar_folder)],
-                                   tmp_path / "dm"))
+    dm = build_data(
+        compose_config("eval", ["aug=vgg_cifar", *FAST[:2], *cifar(cifar_folder)], tmp_path / "dm")
+    )
     images, labels = dm.arrays("test")
     net = Classifier.load_from_checkpoint(ckpt, map_location="cpu").net.eval()
     preset = VGGDenseEval(mean_rgb_from_stats(dm.stats()), scale=[36, 48])
@@ -97,14 +120,23 @@ def test_dense_eval_of_a_network_without_it_is_one_clear_error(cfg_factory, cifa
 def test_init_from_a_checkpoint_in_the_train_config(net_a_run, cfg_factory, cifar_folder):
     a_state = torch.load(net_a_run["best_ckpt"], map_location="cpu", weights_only=True)
     a_state = a_state["state_dict"]
-    cfg = cfg_factory([*TINY_VGG, "model.config=D", f"model.init_from={net_a_run['best_ckpt']}",
-                       *cifar(cifar_folder)])
+    cfg = cfg_factory(
+        [
+            *TINY_VGG,
+            "model.config=D",
+            f"model.init_from={net_a_run['best_ckpt']}",
+            *cifar(cifar_folder),
+        ]
+    )
     torch.manual_seed(0)
     module = build_module(cfg)
     torch.manual_seed(0)
     fresh = build_module(cfg_factory([*TINY_VGG, "model.config=D", *cifar(cifar_folder)]))
-    copied = {f"net.features.{c}.{p}" for c in ("conv1_1", "conv2_1", "conv3_1", "conv3_2")
-              for p in ("weight", "bias")}
+    copied = {
+        f"net.features.{c}.{p}"
+        for c in ("conv1_1", "conv2_1", "conv3_1", "conv3_2")
+        for p in ("weight", "bias")
+    }
     copied |= {f"net.{fc}.{p}" for fc in ("fc6", "fc7", "fc8") for p in ("weight", "bias")}
     state, fresh_state = module.state_dict(), fresh.state_dict()
     for name, value in state.items():
@@ -118,8 +150,16 @@ def test_init_from_a_checkpoint_in_the_train_config(net_a_run, cfg_factory, cifa
 
 
 def test_train_with_init_from_runs(net_a_run, cfg_factory, cifar_folder):
-    cfg = cfg_factory([*TINY_VGG, "model.config=B", f"model.init_from={net_a_run['best_ckpt']}",
-                       "debug=fdr", *FAST, *cifar(cifar_folder)])
+    cfg = cfg_factory(
+        [
+            *TINY_VGG,
+            "model.config=B",
+            f"model.init_from={net_a_run['best_ckpt']}",
+            "debug=fdr",
+            *FAST,
+            *cifar(cifar_folder),
+        ]
+    )
     results = train(cfg)
     assert results["status"] == "ok"
     assert results["config"]["model"]["init_from"] == net_a_run["best_ckpt"]
@@ -132,18 +172,36 @@ def test_init_from_errors(cfg_factory, cifar_folder, tmp_path, net_a_run):
     alexnet = cfg_factory(["model=alexnet_cifar", f"+model.init_from={net_a_run['best_ckpt']}"])
     with pytest.raises(ValueError, match="model.init_from works for the VGG networks"):
         build_module(alexnet)
-    wider = cfg_factory([*TINY_VGG, "model.width=0.5", "model.config=D",
-                         f"model.init_from={net_a_run['best_ckpt']}"])
+    wider = cfg_factory(
+        [
+            *TINY_VGG,
+            "model.width=0.5",
+            "model.config=D",
+            f"model.init_from={net_a_run['best_ckpt']}",
+        ]
+    )
     with pytest.raises(ValueError, match="init_from: .*shape"):
         build_module(wider)
 
 
 # -- ImageNet layout: original images, scale jitter, dense test over mixed sizes -----------------
 def test_vgg_on_original_imagenet_images(cfg_factory, imagenet_folder):
-    cfg = cfg_factory(["data=imagenet", "data.image_size=null", "data.num_classes=3",
-                       "data.batch_size=4", "model=vgg_cifar", "model.width=0.25", "aug=vgg",
-                       "aug.scale=[40,64]", "aug.crop=32", "debug=fdr", *FAST,
-                       f"paths.data_dir={imagenet_folder}"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "data.image_size=null",
+            "data.num_classes=3",
+            "data.batch_size=4",
+            "model=vgg_cifar",
+            "model.width=0.25",
+            "aug=vgg",
+            "aug.scale=[40,64]",
+            "aug.crop=32",
+            "debug=fdr",
+            *FAST,
+            f"paths.data_dir={imagenet_folder}",
+        ]
+    )
     results = train(cfg)
     assert results["steps"] == 1
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
@@ -164,10 +222,22 @@ def test_vgg_lrn_experiment_config(cfg_factory):
 def test_vgg_lrn_multirun_sweeps_lrn(cifar_folder, tmp_path):
     # -m runs the experiment's own sweep; seeds cut to one here to keep it short.
     proc = subprocess.run(
-        [sys.executable, "-m", "alexnet.train", "-m", "experiment=vgg_lrn", "debug=fdr",
-         "hydra.sweeper.params.seed=0", *FAST, *cifar(cifar_folder),
-         f"paths.log_dir={tmp_path}", "logger.wandb=null"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "alexnet.train",
+            "-m",
+            "experiment=vgg_lrn",
+            "debug=fdr",
+            "hydra.sweeper.params.seed=0",
+            *FAST,
+            *cifar(cifar_folder),
+            f"paths.log_dir={tmp_path}",
+            "logger.wandb=null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads(p.read_text()) for p in tmp_path.rglob("results.json")]

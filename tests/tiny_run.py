@@ -14,12 +14,27 @@ import torch
 
 PER_EPOCH, EPOCHS = 10, 3
 TINY = [
-    "data=synthetic", "data.train_size=80", "data.val_size=32", "data.test_size=16",
-    "data.batch_size=8", "data.num_workers=0",
-    "model=vgg_cifar", "model.width=0.125", "model.init=paper", "model.lrn=true",
-    "aug=cifar", "aug.lighting=0.1", "sched=plateau_paper", "sched.patience=0",
-    "trainer.accelerator=cpu", "trainer.deterministic=true", f"trainer.max_epochs={EPOCHS}",
-    "logger=none", "callbacks.progress_bar=false", "test=false", "seed=7",
+    "data=synthetic",
+    "data.train_size=80",
+    "data.val_size=32",
+    "data.test_size=16",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "model=vgg_cifar",
+    "model.width=0.125",
+    "model.init=paper",
+    "model.lrn=true",
+    "aug=cifar",
+    "aug.lighting=0.1",
+    "sched=plateau_paper",
+    "sched.patience=0",
+    "trainer.accelerator=cpu",
+    "trainer.deterministic=true",
+    f"trainer.max_epochs={EPOCHS}",
+    "logger=none",
+    "callbacks.progress_bar=false",
+    "test=false",
+    "seed=7",
 ]
 
 

@@ -59,8 +59,9 @@ def resolve_device(name: str) -> torch.device:
 def resolve_profile(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     name = cfg.profile if cfg.profile != "auto" else ("gpu" if device.type == "cuda" else "cpu")
     if name not in cfg.profiles:
-        raise ValueError(f"profile={name!r} is unknown; choose auto or one of "
-                         f"{', '.join(cfg.profiles)}")
+        raise ValueError(
+            f"profile={name!r} is unknown; choose auto or one of {', '.join(cfg.profiles)}"
+        )
     return {"name": name, **OmegaConf.to_container(cfg.profiles[name], resolve=True)}
 
 
@@ -110,15 +111,36 @@ def run_train_step(cfg, device, prof) -> list[dict]:
 
         def measure(model=model, compile=compile, input_size=input_size, flops=flops):
             batches = loops.synthetic_batches(
-                2, prof["batch_size"], input_size, model["num_classes"], device,
-                prof["channels_last"])
-            img_s = loops.raw_loop(model, batches, device, prof["precision"],
-                                   prof["channels_last"], compile, prof["warmup"], prof["steps"])
-            return {"img_per_s": img_s, "ms_per_step": 1e3 * prof["batch_size"] / img_s,
-                    "tflops_per_s": img_s * flops / 1e12, "mfu": mfu(img_s, flops, peak)}
+                2,
+                prof["batch_size"],
+                input_size,
+                model["num_classes"],
+                device,
+                prof["channels_last"],
+            )
+            img_s = loops.raw_loop(
+                model,
+                batches,
+                device,
+                prof["precision"],
+                prof["channels_last"],
+                compile,
+                prof["warmup"],
+                prof["steps"],
+            )
+            return {
+                "img_per_s": img_s,
+                "ms_per_step": 1e3 * prof["batch_size"] / img_s,
+                "tflops_per_s": img_s * flops / 1e12,
+                "mfu": mfu(img_s, flops, peak),
+            }
 
-        row = {"name": name, "compile": compile, "model": variant.get("model") or {},
-               "gflops_per_image": flops / 1e9}
+        row = {
+            "name": name,
+            "compile": compile,
+            "model": variant.get("model") or {},
+            "gflops_per_image": flops / 1e9,
+        }
         rows.append(_attempt(row, measure))
         log.info("train_step %s: %s", name, row)
         _release(device)
@@ -129,10 +151,24 @@ def run_loop(cfg, device, prof) -> dict:
     variant = _variant(cfg, cfg.loop.variant)
     model = variant_model(cfg, variant)
     compile = bool(variant.get("compile")) and cfg.compile
-    batches = loops.synthetic_batches(2, prof["batch_size"], MODELS[model["name"]].input_size,
-                                      model["num_classes"], device, prof["channels_last"])
-    args = (model, batches, device, prof["precision"], prof["channels_last"], compile,
-            prof["warmup"], prof["steps"])
+    batches = loops.synthetic_batches(
+        2,
+        prof["batch_size"],
+        MODELS[model["name"]].input_size,
+        model["num_classes"],
+        device,
+        prof["channels_last"],
+    )
+    args = (
+        model,
+        batches,
+        device,
+        prof["precision"],
+        prof["channels_last"],
+        compile,
+        prof["warmup"],
+        prof["steps"],
+    )
     result: dict[str, Any] = {"name": cfg.loop.variant, "compile": compile}
     for key, fn in _loops(cfg, args).items():
         _attempt(result, lambda key=key, fn=fn: {f"{key}_img_per_s": fn()})
@@ -149,11 +185,14 @@ def run_loop(cfg, device, prof) -> dict:
 
 def _loops(cfg, args: tuple) -> dict[str, Callable[[], float]]:
     """The loops to time on the same `args`, by name: raw, Lightning, and the naive baseline."""
-    runs = {"raw": lambda: loops.raw_loop(*args),
-            "lightning": lambda: loops.lightning_loop(*args, progress_bar=cfg.loop.progress_bar)}
+    runs = {
+        "raw": lambda: loops.raw_loop(*args),
+        "lightning": lambda: loops.lightning_loop(*args, progress_bar=cfg.loop.progress_bar),
+    }
     if cfg.loop.naive:
         runs["lightning_naive"] = lambda: loops.lightning_loop(
-            *args, naive=True, progress_bar=cfg.loop.progress_bar)
+            *args, naive=True, progress_bar=cfg.loop.progress_bar
+        )
     return runs
 
 
@@ -163,10 +202,24 @@ def run_host_probe(cfg, device, prof) -> dict[str, Any]:
     shorter than its own step; with one per step, it adds to every step."""
     probe = cfg.loop.host_probe
     model = OmegaConf.to_container(probe.model, resolve=True)
-    batches = loops.synthetic_batches(2, probe.batch_size, MODELS[model["name"]].input_size,
-                                      model["num_classes"], device, prof["channels_last"])
-    args = (model, batches, device, prof["precision"], prof["channels_last"], False,
-            probe.warmup, probe.steps)
+    batches = loops.synthetic_batches(
+        2,
+        probe.batch_size,
+        MODELS[model["name"]].input_size,
+        model["num_classes"],
+        device,
+        prof["channels_last"],
+    )
+    args = (
+        model,
+        batches,
+        device,
+        prof["precision"],
+        prof["channels_last"],
+        False,
+        probe.warmup,
+        probe.steps,
+    )
     result = {"model": model, "batch_size": probe.batch_size, "steps": probe.steps}
     for key, fn in _loops(cfg, args).items():
         result[f"{key}_ms_per_step"] = 1e3 * probe.batch_size / fn()
@@ -175,8 +228,11 @@ def run_host_probe(cfg, device, prof) -> dict[str, Any]:
 
 
 def _relu_ms(shape, dtype, device, steps: int) -> float:
-    x = torch.randn(shape, device=device, dtype=dtype).contiguous(
-        memory_format=torch.channels_last).requires_grad_(True)
+    x = (
+        torch.randn(shape, device=device, dtype=dtype)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_(True)
+    )
     g = torch.randn_like(x)
 
     def step(_i):
@@ -188,8 +244,15 @@ def _relu_ms(shape, dtype, device, steps: int) -> float:
 def run_lrn(cfg, device, prof) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shape = tuple(prof["lrn_shape"])
-    result = bench_lrn(shape, dtype=dtype, channels_last=True, device=str(device),
-                       compiled=cfg.compile, warmup=2, iters=prof["steps"])
+    result = bench_lrn(
+        shape,
+        dtype=dtype,
+        channels_last=True,
+        device=str(device),
+        compiled=cfg.compile,
+        warmup=2,
+        iters=prof["steps"],
+    )
     result["relu_ms"] = _relu_ms(shape, dtype, device, prof["steps"])
     result["roofline_ms"] = _roofline_ms(result["bytes_fwd_bwd"], device)
     return result
@@ -200,33 +263,58 @@ def _roofline_ms(nbytes: int, device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    bandwidth = next((bw for key, bw in (("H200", 4.8e12), ("H100 PCIe", 2.0e12),
-                                         ("H100", 3.35e12), ("A100", 2.0e12)) if key in name),
-                     None)
+    bandwidth = next(
+        (
+            bw
+            for key, bw in (
+                ("H200", 4.8e12),
+                ("H100 PCIe", 2.0e12),
+                ("H100", 3.35e12),
+                ("A100", 2.0e12),
+            )
+            if key in name
+        ),
+        None,
+    )
     return None if bandwidth is None else 1e3 * nbytes / bandwidth
 
 
 def run_input(cfg, device, prof) -> list[dict]:
     spec = cfg.input
     rows = inputs.bench_cifar(
-        device, prof["cifar_batch_size"], prof["cifar_images"], list(prof["workers"]),
-        OmegaConf.to_container(spec.cifar_aug), batches=None,
+        device,
+        prof["cifar_batch_size"],
+        prof["cifar_images"],
+        list(prof["workers"]),
+        OmegaConf.to_container(spec.cifar_aug),
+        batches=None,
     )
     batch = prof["imagenet_batch_size"]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(spec.imagenet_root) if spec.imagenet_root else inputs.synthetic_imagenet(
-            Path(tmp), prof["imagenet_images"], workers=max(prof["workers"]))
+        root = (
+            Path(spec.imagenet_root)
+            if spec.imagenet_root
+            else inputs.synthetic_imagenet(
+                Path(tmp), prof["imagenet_images"], workers=max(prof["workers"])
+            )
+        )
         rows += inputs.bench_imagenet(
-            root, device, batch, list(prof["workers"]), prof["input_batches"],
-            OmegaConf.to_container(spec.imagenet_aug), threads=spec.store_threads,
+            root,
+            device,
+            batch,
+            list(prof["workers"]),
+            prof["input_batches"],
+            OmegaConf.to_container(spec.imagenet_aug),
+            threads=spec.store_threads,
         )
     for row in rows:
         row["batch_size"] = prof["cifar_batch_size"] if row["name"].startswith("cifar") else batch
     return rows
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048,
-                  steps: int = 10) -> float:
+def matmul_gflops(
+    device: torch.device, dtype: torch.dtype, n: int = 2048, steps: int = 10
+) -> float:
     """GFLOP/s of an n x n matrix product: what this device's BLAS reaches in `dtype`."""
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
@@ -245,8 +333,10 @@ def run_cpu_train(cfg, device, prof) -> dict[str, Any]:
     `trainer.precision: auto` picks here (bf16 autocast, channels_last, the band-matrix LRN),
     side by side in this process, with the GFLOP/s reached against this machine's matmul."""
     spec = OmegaConf.to_container(cfg.cpu_train, resolve=True)
-    rates = {"fp32": matmul_gflops(device, torch.float32),
-             "bf16": matmul_gflops(device, torch.bfloat16)}
+    rates = {
+        "fp32": matmul_gflops(device, torch.float32),
+        "bf16": matmul_gflops(device, torch.bfloat16),
+    }
     rows = []
     for model_name, model in spec["models"].items():
         flops = flops_per_image(model)["train"]
@@ -254,17 +344,33 @@ def run_cpu_train(cfg, device, prof) -> dict[str, Any]:
             net = {**model, "lrn_impl": path["lrn_impl"]}
 
             def measure(net=net, path=path, flops=flops):
-                batches = loops.synthetic_batches(2, spec["batch_size"], 32, net["num_classes"],
-                                                  device, path["channels_last"])
-                img_s = loops.raw_loop(net, batches, device, path["precision"],
-                                       path["channels_last"], False, spec["warmup"],
-                                       spec["steps"])
+                batches = loops.synthetic_batches(
+                    2, spec["batch_size"], 32, net["num_classes"], device, path["channels_last"]
+                )
+                img_s = loops.raw_loop(
+                    net,
+                    batches,
+                    device,
+                    path["precision"],
+                    path["channels_last"],
+                    False,
+                    spec["warmup"],
+                    spec["steps"],
+                )
                 gflops = img_s * flops / 1e9
-                return {"img_per_s": img_s, "gflops_per_s": gflops,
-                        "of_matmul": gflops / rates[path["precision"]]}
+                return {
+                    "img_per_s": img_s,
+                    "gflops_per_s": gflops,
+                    "of_matmul": gflops / rates[path["precision"]],
+                }
 
-            row = {"name": f"{model_name} {path_name}", "model": model_name, "path": path_name,
-                   **path, "gflops_per_image": flops / 1e9}
+            row = {
+                "name": f"{model_name} {path_name}",
+                "model": model_name,
+                "path": path_name,
+                **path,
+                "gflops_per_image": flops / 1e9,
+            }
             rows.append(_attempt(row, measure))
             log.info("cpu_train %s", row)
     for row in rows:
@@ -297,8 +403,13 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "peak_tflops": (peak_flops(device) or 0) / 1e12 or None,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
     }
-    runners = {"train_step": run_train_step, "loop": run_loop, "lrn": run_lrn, "input": run_input,
-               "cpu_train": run_cpu_train}
+    runners = {
+        "train_step": run_train_step,
+        "loop": run_loop,
+        "lrn": run_lrn,
+        "input": run_input,
+        "cpu_train": run_cpu_train,
+    }
     for section in cfg.sections:
         start = time.perf_counter()
         result[section] = runners[section](cfg, device, prof)
@@ -319,20 +430,27 @@ def _fmt(value, digits: int = 0) -> str:
 def format_report(result: dict[str, Any]) -> str:
     """The tables `main` prints."""
     prof = result["profile"]
-    lines = [f"device: {result['device']}   torch {result['torch']}   profile {prof['name']}: "
-             f"batch {prof['batch_size']}, {prof['precision']}, channels_last "
-             f"{prof['channels_last']}, {prof['steps']} timed steps"]
+    lines = [
+        f"device: {result['device']}   torch {result['torch']}   profile {prof['name']}: "
+        f"batch {prof['batch_size']}, {prof['precision']}, channels_last "
+        f"{prof['channels_last']}, {prof['steps']} timed steps"
+    ]
     if "train_step" in result:
-        lines += ["", f"{'training step':<24}{'img/s':>10}{'ms/step':>10}{'GFLOP/img':>11}"
-                  f"{'TFLOP/s':>9}{'MFU':>7}"]
+        lines += [
+            "",
+            f"{'training step':<24}{'img/s':>10}{'ms/step':>10}{'GFLOP/img':>11}"
+            f"{'TFLOP/s':>9}{'MFU':>7}",
+        ]
         for r in result["train_step"]:
             if "error" in r:
                 lines.append(f"{r['name']:<24} failed: {r['error']}")
                 continue
             mfu_text = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-            lines.append(f"{r['name']:<24}{_fmt(r['img_per_s']):>10}{_fmt(r['ms_per_step'], 1):>10}"
-                         f"{_fmt(r['gflops_per_image'], 2):>11}{_fmt(r['tflops_per_s'], 1):>9}"
-                         f"{mfu_text:>7}")
+            lines.append(
+                f"{r['name']:<24}{_fmt(r['img_per_s']):>10}{_fmt(r['ms_per_step'], 1):>10}"
+                f"{_fmt(r['gflops_per_image'], 2):>11}{_fmt(r['tflops_per_s'], 1):>9}"
+                f"{mfu_text:>7}"
+            )
     if "loop" in result:
         lp = result["loop"]
         lines += ["", f"loop ({lp['name']}, same batches)      img/s   vs raw"]
@@ -351,15 +469,22 @@ def format_report(result: dict[str, Any]) -> str:
             parts = [f"raw {raw_ms:.2f}"] + [
                 f"{key} {host[f'{key}_ms_per_step']:.2f} "
                 f"({host[f'{key}_ms_per_step'] - raw_ms:+.2f})"
-                for key in ("lightning", "lightning_naive") if f"{key}_ms_per_step" in host]
-            lines.append(f"  host time per step, ms ({host['model']['name']}, batch "
-                         f"{host['batch_size']}, {host['steps']} steps): {', '.join(parts)}")
+                for key in ("lightning", "lightning_naive")
+                if f"{key}_ms_per_step" in host
+            ]
+            lines.append(
+                f"  host time per step, ms ({host['model']['name']}, batch "
+                f"{host['batch_size']}, {host['steps']} steps): {', '.join(parts)}"
+            )
     if "lrn" in result:
         lrn = result["lrn"]
-        lines += ["", f"LRN fwd+bwd {tuple(lrn['shape'])} {lrn['dtype']} channels_last (ms): "
-                  f"eager {_fmt(lrn['eager_ms'], 2)}, compiled {_fmt(lrn['compiled_ms'], 2)}, "
-                  f"fused {_fmt(lrn['fused_ms'], 2)}, ReLU {_fmt(lrn['relu_ms'], 2)}, "
-                  f"memory-bound limit {_fmt(lrn['roofline_ms'], 2)}"]
+        lines += [
+            "",
+            f"LRN fwd+bwd {tuple(lrn['shape'])} {lrn['dtype']} channels_last (ms): "
+            f"eager {_fmt(lrn['eager_ms'], 2)}, compiled {_fmt(lrn['compiled_ms'], 2)}, "
+            f"fused {_fmt(lrn['fused_ms'], 2)}, ReLU {_fmt(lrn['relu_ms'], 2)}, "
+            f"memory-bound limit {_fmt(lrn['roofline_ms'], 2)}",
+        ]
     if "input" in result:
         lines += ["", f"{'input pipeline':<34}{'batch':>6}{'img/s':>10}"]
         for r in result["input"]:
@@ -368,16 +493,20 @@ def format_report(result: dict[str, Any]) -> str:
     if "cpu_train" in result:
         ct = result["cpu_train"]
         rates = ct["matmul_gflops"]
-        lines += ["", f"CPU training step, batch {ct['batch_size']} of 32x32 (matmul 2048: fp32 "
-                  f"{rates['fp32']:.0f}, bf16 {rates['bf16']:.0f} GFLOP/s)",
-                  f"{'model / path':<26}{'img/s':>8}{'vs first':>10}{'GFLOP/s':>9}"
-                  f"{'of matmul':>11}"]
+        lines += [
+            "",
+            f"CPU training step, batch {ct['batch_size']} of 32x32 (matmul 2048: fp32 "
+            f"{rates['fp32']:.0f}, bf16 {rates['bf16']:.0f} GFLOP/s)",
+            f"{'model / path':<26}{'img/s':>8}{'vs first':>10}{'GFLOP/s':>9}{'of matmul':>11}",
+        ]
         for r in ct["rows"]:
             if "error" in r:
                 lines.append(f"{r['name']:<26} failed: {r['error']}")
                 continue
-            lines.append(f"{r['name']:<26}{_fmt(r['img_per_s']):>8}{r['vs_first']:>9.2f}x"
-                         f"{r['gflops_per_s']:>9.0f}{100 * r['of_matmul']:>10.0f}%")
+            lines.append(
+                f"{r['name']:<26}{_fmt(r['img_per_s']):>8}{r['vs_first']:>9.2f}x"
+                f"{r['gflops_per_s']:>9.0f}{100 * r['of_matmul']:>10.0f}%"
+            )
     lines += ["", f"written to {result.get('json_path')}"]
     return "\n".join(lines)
 

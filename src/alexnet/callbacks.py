@@ -126,10 +126,15 @@ class RunEstimate(L.Callback):
         if not trainer.is_global_zero:
             return
         img_s = self._images / max(seconds, 1e-9)
-        log.info("speed: %.0f img/s on %s; the remaining %d training steps take about %s "
-                 "(validation not included). For a short try: trainer.max_epochs=1, or "
-                 "+trainer.max_steps=N", img_s, trainer.strategy.root_device.type, steps_left,
-                 format_duration(self.estimate_s))
+        log.info(
+            "speed: %.0f img/s on %s; the remaining %d training steps take about %s "
+            "(validation not included). For a short try: trainer.max_epochs=1, or "
+            "+trainer.max_steps=N",
+            img_s,
+            trainer.strategy.root_device.type,
+            steps_left,
+            format_duration(self.estimate_s),
+        )
 
 
 def format_duration(seconds: float) -> str:

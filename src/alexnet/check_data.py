@@ -56,8 +56,9 @@ class _Scan(Dataset):
 
 def scan(paths: list[Path], max_pixels: int = MAX_PIXELS, workers: int = 0) -> list[dict]:
     """[{"path", "kinds", "detail"}] for every file showing any kind, in index order."""
-    loader = DataLoader(_Scan(paths, max_pixels), batch_size=64, num_workers=workers,
-                        collate_fn=list)
+    loader = DataLoader(
+        _Scan(paths, max_pixels), batch_size=64, num_workers=workers, collate_fn=list
+    )
     found = []
     for batch in loader:
         for i, flags, detail in batch:
@@ -98,15 +99,21 @@ def summarise(folder: Path, total: int, found: list[dict]) -> dict[str, Any]:
     skipped = [f for f in found if any(k in SKIPPED for k in f["kinds"])]
     counts = count_kinds(np.array([flags_of(f["kinds"]) for f in found], dtype=np.int16))
     converted = {k: n for k, n in counts.items() if k in CONVERTED}
-    print(f"{folder}: {total} images, {len(skipped)} would be skipped, "
-          f"{len(found) - len(skipped)} converted")
+    print(
+        f"{folder}: {total} images, {len(skipped)} would be skipped, "
+        f"{len(found) - len(skipped)} converted"
+    )
     for f in skipped:
         print(f"  skip  {'+'.join(f['kinds']):<14} {f['path']}  ({f['detail']})")
     for kind, n in converted.items():
         examples = [f["path"] for f in found if kind in f["kinds"]][:EXAMPLES]
         print(f"  ok    {kind:<14} {n} file(s), e.g. {', '.join(examples)}")
-    return {"images": total, "skipped": {k: n for k, n in counts.items() if k in SKIPPED},
-            "converted": converted, "files": found}
+    return {
+        "images": total,
+        "skipped": {k: n for k, n in counts.items() if k in SKIPPED},
+        "converted": converted,
+        "files": found,
+    }
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

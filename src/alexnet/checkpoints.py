@@ -30,8 +30,10 @@ import torch
 SAFE_GLOBALS: list[Any] = []
 
 # What a checkpoint must hold to be resumed from (Lightning's full training state) or evaluated.
-NEEDS = {"resume": ("state_dict", "loops", "optimizer_states"),
-         "eval": ("state_dict", "hyper_parameters")}
+NEEDS = {
+    "resume": ("state_dict", "loops", "optimizer_states"),
+    "eval": ("state_dict", "hyper_parameters"),
+}
 
 
 class CheckpointError(ValueError):
@@ -55,9 +57,11 @@ def _refusal(path: str | Path, err: Exception) -> str:
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
     names = [n for n in names if n not in allowed]
     what = ", ".join(names) if names else str(err).splitlines()[0]
-    return (f"ckpt_path={path} holds Python objects that loading it would run ({what}); refused "
-            f"and nothing was executed: checkpoints of this project never hold any, so this file "
-            f"was made elsewhere or tampered with")
+    return (
+        f"ckpt_path={path} holds Python objects that loading it would run ({what}); refused "
+        f"and nothing was executed: checkpoints of this project never hold any, so this file "
+        f"was made elsewhere or tampered with"
+    )
 
 
 def check_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]:
@@ -65,29 +69,40 @@ def check_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any
     `purpose` needs (`"resume"` training or `"eval"`); CheckpointError otherwise."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"ckpt_path={path} does not exist; give a .ckpt file, e.g. "
-                              f"logs/<task>/<date>/<time>/checkpoints/last.ckpt")
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist; give a .ckpt file, e.g. "
+            f"logs/<task>/<date>/<time>/checkpoints/last.ckpt"
+        )
     if path.is_dir():
-        raise CheckpointError(f"ckpt_path={path} is a folder; give the .ckpt file in it, e.g. "
-                              f"{path / 'last.ckpt'}")
+        raise CheckpointError(
+            f"ckpt_path={path} is a folder; give the .ckpt file in it, e.g. {path / 'last.ckpt'}"
+        )
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"ckpt_path={path} is not a PyTorch checkpoint (not torch.save's "
-                              f"zip format); give a .ckpt file written by training")
+        raise CheckpointError(
+            f"ckpt_path={path} is not a PyTorch checkpoint (not torch.save's "
+            f"zip format); give a .ckpt file written by training"
+        )
     # mmap: tensors stay on disk, so checking a 700 MB checkpoint costs milliseconds.
     try:
         checkpoint = load_checkpoint(path, mmap=True)
     except CheckpointError:
         raise
     except Exception as err:  # a damaged zip, a truncated copy, ...
-        raise CheckpointError(f"ckpt_path={path} cannot be read ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); is the copy "
-                              f"complete?") from None
+        raise CheckpointError(
+            f"ckpt_path={path} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); is the copy "
+            f"complete?"
+        ) from None
     missing = [k for k in NEEDS[purpose] if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         doing = "resume training" if purpose == "resume" else "evaluate"
-        raise CheckpointError(f"ckpt_path={path} lacks {', '.join(missing)} needed to {doing}; "
-                              f"give a checkpoint written by alexnet.train (e.g. last.ckpt)")
+        raise CheckpointError(
+            f"ckpt_path={path} lacks {', '.join(missing)} needed to {doing}; "
+            f"give a checkpoint written by alexnet.train (e.g. last.ckpt)"
+        )
     if purpose == "eval" and "model" not in checkpoint["hyper_parameters"]:
-        raise CheckpointError(f"ckpt_path={path} has no model hyper-parameters; give a "
-                              f"checkpoint written by alexnet.train")
+        raise CheckpointError(
+            f"ckpt_path={path} has no model hyper-parameters; give a "
+            f"checkpoint written by alexnet.train"
+        )
     return checkpoint

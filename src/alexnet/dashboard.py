@@ -98,16 +98,24 @@ class KernelSnapshots(L.Callback):
         skip = trainer.fast_dev_run or trainer.sanity_checking or not trainer.is_global_zero
         if skip or epoch % self.every_n_epochs:
             return
-        path = draw_kernels(pl_module.net, towers_of(pl_module), self.folder,
-                            path=self.folder / f"epoch_{epoch:03d}.png",
-                            title=f"first-layer kernels after epoch {epoch}")
+        path = draw_kernels(
+            pl_module.net,
+            towers_of(pl_module),
+            self.folder,
+            path=self.folder / f"epoch_{epoch:03d}.png",
+            title=f"first-layer kernels after epoch {epoch}",
+        )
         self.paths.append(path)
         run = wandb_run(trainer.loggers)
         if run is not None:
             import wandb
 
-            run.log({"figures/kernels": wandb.Image(str(path), caption=f"epoch {epoch}"),
-                     STEP_METRIC: trainer.global_step})
+            run.log(
+                {
+                    "figures/kernels": wandb.Image(str(path), caption=f"epoch {epoch}"),
+                    STEP_METRIC: trainer.global_step,
+                }
+            )
 
 
 def figure_callbacks(spec: Mapping[str, Any] | None, run_dir: Path) -> list[L.Callback]:
@@ -139,9 +147,13 @@ def figures_at_train_end(
         return None
     run_dir = Path(run_dir)
     try:
-        figures = render_figures(module, datamodule, run_dir / "figures",
-                                 RenderOptions.from_config(spec),
-                                 metrics_csv=run_dir / "csv" / "metrics.csv")
+        figures = render_figures(
+            module,
+            datamodule,
+            run_dir / "figures",
+            RenderOptions.from_config(spec),
+            metrics_csv=run_dir / "csv" / "metrics.csv",
+        )
         run = wandb_run(trainer.loggers)
         if run is not None:
             log_figures(run, figures, step=trainer.global_step)
@@ -150,8 +162,10 @@ def figures_at_train_end(
                 log_csv_tables(run, sweep, REPORT_PATTERNS)
         return figures
     except Exception:  # the trained run must survive a broken figure
-        log.exception("rendering the figures failed; retry with: python -m alexnet.figures "
-                      "ckpt_path=%s", run_dir / "checkpoints" / "last.ckpt")
+        log.exception(
+            "rendering the figures failed; retry with: python -m alexnet.figures ckpt_path=%s",
+            run_dir / "checkpoints" / "last.ckpt",
+        )
         return None
 
 

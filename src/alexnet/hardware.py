@@ -41,8 +41,9 @@ def native_bf16(device_type: str) -> bool:
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     return False
 
 
@@ -81,5 +82,4 @@ def describe(device_type: str) -> str:
     return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
-__all__ = ["AUTO", "accelerator_type", "auto_precision", "describe", "native_bf16",
-           "resolve_auto"]
+__all__ = ["AUTO", "accelerator_type", "auto_precision", "describe", "native_bf16", "resolve_auto"]

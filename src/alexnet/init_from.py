@@ -35,11 +35,14 @@ def load_network(ckpt_path: str | Path) -> nn.Module:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = dict(ckpt.get("hyper_parameters", {}).get("model") or {})
     if not model:
-        raise ValueError(f"model.init_from={ckpt_path} holds no model hyper-parameters; give a "
-                         f"checkpoint written by alexnet.train")
+        raise ValueError(
+            f"model.init_from={ckpt_path} holds no model hyper-parameters; give a "
+            f"checkpoint written by alexnet.train"
+        )
     net = build_model(**model)
-    state = {k.removeprefix(PREFIX): v for k, v in ckpt["state_dict"].items()
-             if k.startswith(PREFIX)}
+    state = {
+        k.removeprefix(PREFIX): v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)
+    }
     net.load_state_dict(state)
     return net
 
@@ -48,13 +51,22 @@ def init_from_checkpoint(net: nn.Module, ckpt_path: str | Path) -> list[str]:
     """Copy the first four convs and fc6-fc8 of the checkpoint's network into ``net`` (see
     ``VGG.init_from``); returns the names of the parameters of ``net`` that were overwritten."""
     if not hasattr(net, "init_from"):
-        raise ValueError(f"model.init_from works for the VGG networks (vgg, vgg_cifar); "
-                         f"{type(net).__name__} cannot be initialised from net A")
+        raise ValueError(
+            f"model.init_from works for the VGG networks (vgg, vgg_cifar); "
+            f"{type(net).__name__} cannot be initialised from net A"
+        )
     source = load_network(ckpt_path)
     if type(source) is not type(net):
-        raise ValueError(f"model.init_from={ckpt_path} holds a {type(source).__name__}, but this "
-                         f"run trains a {type(net).__name__}; give a checkpoint of the same kind")
+        raise ValueError(
+            f"model.init_from={ckpt_path} holds a {type(source).__name__}, but this "
+            f"run trains a {type(net).__name__}; give a checkpoint of the same kind"
+        )
     copied = net.init_from(source)
-    log.info("initialised %d tensors of config %s from config %s in %s", len(copied),
-             net.config, source.config, ckpt_path)
+    log.info(
+        "initialised %d tensors of config %s from config %s in %s",
+        len(copied),
+        net.config,
+        source.config,
+        ckpt_path,
+    )
     return copied

@@ -88,22 +88,36 @@ def start_wandb(requested: str, start: Callable[[str], T], output_dir: Path) -> 
     mode = wandb_mode(requested)
     if mode == "online" and not wandb_reachable():
         url = os.environ.get("WANDB_BASE_URL") or WANDB_URL
-        log.warning("W&B server %s is unreachable: logging offline to %s/wandb instead "
-                    "(upload later with `wandb sync`)", url, output_dir)
+        log.warning(
+            "W&B server %s is unreachable: logging offline to %s/wandb instead "
+            "(upload later with `wandb sync`)",
+            url,
+            output_dir,
+        )
         mode = "offline"
     if mode == "online":
         try:
             return start(mode)
         except Exception as err:  # wandb.errors.CommError, UsageError, timeouts ...
-            log.warning("W&B online run could not start (%s): logging offline to %s/wandb "
-                        "instead", str(err).splitlines()[0], output_dir)
+            log.warning(
+                "W&B online run could not start (%s): logging offline to %s/wandb instead",
+                str(err).splitlines()[0],
+                output_dir,
+            )
             finish_wandb()
             mode = "offline"
     return None if mode == "disabled" else start(mode)
 
 
-def _wandb_logger(mode: str, wb: Mapping[str, Any], name: str, tags: list[str],
-                  output_dir: Path, config: Mapping[str, Any], group: str | None) -> Logger:
+def _wandb_logger(
+    mode: str,
+    wb: Mapping[str, Any],
+    name: str,
+    tags: list[str],
+    output_dir: Path,
+    config: Mapping[str, Any],
+    group: str | None,
+) -> Logger:
     from lightning.pytorch.loggers import WandbLogger
 
     logger = WandbLogger(

@@ -140,9 +140,13 @@ class Classifier(L.LightningModule):
 
     # -- the training errors accumulated so far in an epoch (a mid-epoch checkpoint keeps them) --
     def train_metric_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {f"train_top{k}": {name: value.detach().clone() for name, value in
-                                  getattr(self, f"train_top{k}").metric_state.items()}
-                for k in (1, 5)}
+        return {
+            f"train_top{k}": {
+                name: value.detach().clone()
+                for name, value in getattr(self, f"train_top{k}").metric_state.items()
+            }
+            for k in (1, 5)
+        }
 
     def load_train_metric_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         for name, values in state.items():

@@ -84,9 +84,11 @@ def set_aside_previous_attempt(job_dir: str | Path) -> Path | None:
     earlier attempts stay where they are.
     """
     job_dir = Path(job_dir)
-    leftovers = [
-        p for p in sorted(job_dir.iterdir()) if p.name not in KEEP_ON_RETRY and p.suffix != ".log"
-    ] if job_dir.is_dir() else []
+    leftovers = (
+        [p for p in sorted(job_dir.iterdir()) if p.name not in KEEP_ON_RETRY and p.suffix != ".log"]
+        if job_dir.is_dir()
+        else []
+    )
     if not leftovers:
         return None
     target = _next_attempt_dir(job_dir)
@@ -118,8 +120,9 @@ def resume_point(job_dir: str | Path) -> Path | None:
     if results is None:
         return last
     status, error = results.get("status"), str(results.get("error") or "")
-    if status in STOPPED_FROM_OUTSIDE or (status == Status.FAILED
-                                          and error.startswith("killed by")):
+    if status in STOPPED_FROM_OUTSIDE or (
+        status == Status.FAILED and error.startswith("killed by")
+    ):
         return last
     return None
 
@@ -198,8 +201,12 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]])
 
     def record(status: str, error: str) -> dict[str, Any]:
         results = failure(
-            status, error, task_name=cfg.get("task_name"), overrides=_job_overrides(),
-            config=_config_for_record(cfg), wall_time_s=time.perf_counter() - start,
+            status,
+            error,
+            task_name=cfg.get("task_name"),
+            overrides=_job_overrides(),
+            config=_config_for_record(cfg),
+            wall_time_s=time.perf_counter() - start,
         )
         write_results(job_dir, results)
         return results

@@ -50,17 +50,29 @@ class NonFiniteLoss(CleanStop):
         self.stopped_at: int | None = None
 
     def __str__(self) -> str:
-        where = f"train/loss is {self.value} at global step {self.step} (epoch {self.epoch}, " \
-                f"batch {self.batch})"
+        where = (
+            f"train/loss is {self.value} at global step {self.step} (epoch {self.epoch}, "
+            f"batch {self.batch})"
+        )
         if self.stopped_at is None:
-            saved = (f"; the weights before it are saved in {self.checkpoint} (resume with "
-                     f"ckpt_path={self.checkpoint})" if self.checkpoint else "")
+            saved = (
+                f"; the weights before it are saved in {self.checkpoint} (resume with "
+                f"ckpt_path={self.checkpoint})"
+                if self.checkpoint
+                else ""
+            )
         else:
             where += f"; its update was skipped and the run stopped at step {self.stopped_at}"
-            saved = (f"; the weights are saved in {self.checkpoint} (resume with "
-                     f"ckpt_path={self.checkpoint})" if self.checkpoint else "")
-        return (f"{where}{saved}; lower optim.lr, check the data, or set "
-                f"callbacks.nonfinite=skip to skip such batches")
+            saved = (
+                f"; the weights are saved in {self.checkpoint} (resume with "
+                f"ckpt_path={self.checkpoint})"
+                if self.checkpoint
+                else ""
+            )
+        return (
+            f"{where}{saved}; lower optim.lr, check the data, or set "
+            f"callbacks.nonfinite=skip to skip such batches"
+        )
 
 
 @dataclass
@@ -79,8 +91,11 @@ def any_rank(bad: torch.Tensor) -> torch.Tensor:
     every rank's gradients through the all-reduce while the other ranks' losses stay finite, so
     all must skip or stop together. The all-reduce is queued like any other: no host sync."""
     bad = bad.float()
-    if torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and torch.distributed.get_world_size() > 1:
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    ):
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     return bad
 
@@ -144,8 +159,13 @@ class NonFiniteGuard(L.Callback):
             self._drop_grads = False
 
     def _skip(self, value: float, step: int, epoch: int, batch: int) -> None:
-        log.warning("train/loss is %s at global step %d (epoch %d, batch %d): batch skipped",
-                    value, step, epoch, batch)
+        log.warning(
+            "train/loss is %s at global step %d (epoch %d, batch %d): batch skipped",
+            value,
+            step,
+            epoch,
+            batch,
+        )
         self.skipped.append(step)
 
     def _read(self) -> None:

@@ -21,8 +21,10 @@ def prepare(cfg: DictConfig) -> str:
     stats = datamodule.compute_stats()
     datamodule.save_stats(stats)
     eig = ", ".join(f"{v:.4f}" for v in stats.eigval)
-    return (f"{datamodule.stats_path}: mean image {stats.mean_image.shape}, "
-            f"RGB eigenvalues ({eig}) over {stats.count} images")
+    return (
+        f"{datamodule.stats_path}: mean image {stats.mean_image.shape}, "
+        f"RGB eigenvalues ({eig}) over {stats.count} images"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -38,9 +38,15 @@ def prepare_store(cfg: DictConfig) -> list[str]:
             lines.append(f"{folder / split}.jpegs: up to date ({len(index)} images), skipped")
             continue
         start = time.perf_counter()
-        write_store(index, folder, split, size=datamodule.image_size,
-                    quality=datamodule.store_quality, workers=datamodule.num_workers,
-                    max_pixels=datamodule.max_pixels)
+        write_store(
+            index,
+            folder,
+            split,
+            size=datamodule.image_size,
+            quality=datamodule.store_quality,
+            workers=datamodule.num_workers,
+            max_pixels=datamodule.max_pixels,
+        )
         store = JpegStore(folder, split)
         seconds = time.perf_counter() - start
         lines.append(
@@ -61,8 +67,10 @@ def _problems(flags) -> str:
     converted = {k: n for k, n in counts.items() if k not in SKIPPED}
     text = ""
     if skipped:  # one kind per unusable file, so the counts add up to the files
-        text += (f"; {sum(skipped.values())} unusable files stored as the next usable image "
-                 f"({listed(skipped)})")
+        text += (
+            f"; {sum(skipped.values())} unusable files stored as the next usable image "
+            f"({listed(skipped)})"
+        )
     if converted:
         text += f"; converted: {listed(converted)}"
     return text

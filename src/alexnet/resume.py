@@ -90,12 +90,17 @@ def restore_rng(state: dict[str, Any]) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     numpy_state = state["numpy"]
-    np.random.set_state({
-        "bit_generator": "MT19937",
-        "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
-        "has_gauss": numpy_state["has_gauss"],
-        "gauss": numpy_state["gauss"],
-    })
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {
+                "key": numpy_state["key"].numpy().astype(np.uint32),
+                "pos": numpy_state["pos"],
+            },
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -136,10 +141,14 @@ class ResumeCheckpoint(Checkpoint):
         loop = self._trainer.fit_loop.epoch_loop if self._trainer is not None else None
         module = self._trainer.lightning_module if self._trainer is not None else None
         metrics = getattr(module, "train_metric_state", None)
-        return {"rng": rng, "plateau_pending": list(self._plateau_pending),
-                "train_metrics": metrics() if metrics is not None else None,
-                "train_time_s": self.train_time_s(), **self._csv_state(),
-                "batches_that_stepped": loop._batches_that_stepped if loop else None}
+        return {
+            "rng": rng,
+            "plateau_pending": list(self._plateau_pending),
+            "train_metrics": metrics() if metrics is not None else None,
+            "train_time_s": self.train_time_s(),
+            **self._csv_state(),
+            "batches_that_stepped": loop._batches_that_stepped if loop else None,
+        }
 
     def train_time_s(self) -> float:
         """Seconds spent training, summed over this attempt and those it resumed."""
@@ -167,8 +176,11 @@ class ResumeCheckpoint(Checkpoint):
             # A checkpoint written at an epoch's end precedes the epoch's own train metrics,
             # which Lightning logs after every callback; a run resumed from it starts the next
             # epoch and never logs them again, so they stay.
-            return epoch_end >= 0 and row.get("epoch") == str(epoch_end) \
+            return (
+                epoch_end >= 0
+                and row.get("epoch") == str(epoch_end)
                 and bool(row.get(EPOCH_END_METRIC))
+            )
 
         for logger in self._csv_loggers():
             logger.restart(int(restored.get("csv_rows", 0)), logged_at_that_epoch_end)
@@ -220,8 +232,11 @@ class ResumeCheckpoint(Checkpoint):
         self._rng_before_batch = None
         step = trainer.global_step
         due = self.every_n_steps and batch_idx > 0 and step % self.every_n_steps == 0
-        if (due or self._save_at_next_batch) and step != self.saved_step \
-                and not self._skip(trainer):
+        if (
+            (due or self._save_at_next_batch)
+            and step != self.saved_step
+            and not self._skip(trainer)
+        ):
             self.save(trainer)
         self._save_at_next_batch = False
         self._rng_before_batch = capture_rng()
@@ -264,12 +279,14 @@ class ResumeCheckpoint(Checkpoint):
             return True
         if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
             return True
-        return trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= \
-            trainer.max_epochs
+        return (
+            trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        )
 
     # -- SIGTERM during validation waits for its end ---------------------------------------------
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0
+    ) -> None:
         connector = trainer._signal_connector
         if trainer.state.fn == "fit" and connector.received_sigterm:
             connector.received_sigterm, self._held_sigterm = False, True

@@ -40,6 +40,8 @@ class Status(str, Enum):
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
+
+
 SOURCE_DIR = Path(__file__).resolve().parent
 PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics", "hydra-core")
 
@@ -64,8 +66,9 @@ def read_results(run_dir: str | Path) -> dict[str, Any] | None:
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=SOURCE_DIR, capture_output=True, text=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["git", *args], cwd=SOURCE_DIR, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
@@ -78,8 +81,9 @@ def git_state() -> dict[str, Any]:
     if commit is None:
         return {"commit": None, "dirty": None}
     # results/ is where grids write while they run: their records do not make the code dirty.
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                  ":(top,exclude)results")
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"
+    )
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -98,5 +102,12 @@ def provenance(device: str, precision: str) -> dict[str, Any]:
     return {**git_state(), "versions": versions(), "device": device, "precision": precision}
 
 
-__all__ = ["RESULTS", "Status", "git_state", "provenance", "read_results", "versions",
-           "write_results"]
+__all__ = [
+    "RESULTS",
+    "Status",
+    "git_state",
+    "provenance",
+    "read_results",
+    "versions",
+    "write_results",
+]

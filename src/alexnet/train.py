@@ -56,8 +56,12 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
         save_last = best.pop("save_last", True)
         every_n_steps = best.pop("every_n_steps", 0)
         callbacks.append(
-            BestCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch:03d}",
-                           auto_insert_metric_name=False, **best)
+            BestCheckpoint(
+                dirpath=output_dir / "checkpoints",
+                filename="best-epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                **best,
+            )
         )
         if save_last:
             # last.ckpt: every N steps, each epoch end, on SIGTERM, with all needed to resume.
@@ -110,12 +114,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_data(cfg)
     module = build_module(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    name, group, tags = wandb_identity(cfg.task_name, cfg.tags, output_dir,
-                                       (cfg.get("logger") or {}).get("wandb"))
+    name, group, tags = wandb_identity(
+        cfg.task_name, cfg.tags, output_dir, (cfg.get("logger") or {}).get("wandb")
+    )
     loggers = build_loggers(cfg.get("logger"), output_dir, name, tags, config, group=group)
     callbacks = build_callbacks(cfg, output_dir) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks,
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
         enable_progress_bar=bool(cfg.callbacks.get("progress_bar")),
     )
     try:
@@ -129,8 +136,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if checkpoint is not None and checkpoint.best_model_score is not None:
                 metrics["val/best_top1_err"] = float(checkpoint.best_model_score)
             if cfg.get("test"):
-                tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
-                                      weights_only=True)
+                tested = trainer.test(
+                    module, datamodule=datamodule, ckpt_path=best or None, weights_only=True
+                )
                 metrics.update({k: float(v) for k, v in tested[0].items()})
         except (SIGTERMException, NonFiniteLoss) as stop:
             raise stopped(stop, cfg, trainer, datamodule, callbacks, output_dir) from None
@@ -173,8 +181,11 @@ def health(ckpt_path, datamodule, callbacks) -> dict[str, Any]:
     bad = datamodule.bad_images()
     if bad:
         log.warning("problem images (skipped or converted, per split and kind): %s", bad)
-    return {"resumed_from": ckpt_path, "bad_images": bad,
-            "nonfinite_skipped": guard.skipped if guard else []}
+    return {
+        "resumed_from": ckpt_path,
+        "bad_images": bad,
+        "nonfinite_skipped": guard.skipped if guard else [],
+    }
 
 
 def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir) -> BaseException:
@@ -183,22 +194,27 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
     resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
     saved = str(resume.path) if resume is not None and resume.path.is_file() else None
     preempted = isinstance(stop, SIGTERMException)
-    write_results(output_dir, {
-        "task_name": cfg.task_name,
-        "status": runs.Status.PREEMPTED if preempted else runs.Status.NONFINITE_LOSS,
-        "error": None if preempted else str(stop),
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "resume_ckpt": saved,
-        "train_time_s": train_time(callbacks),
-        "provenance": provenance(cfg),
-        **health(cfg.get("ckpt_path"), datamodule, callbacks),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    })
+    write_results(
+        output_dir,
+        {
+            "task_name": cfg.task_name,
+            "status": runs.Status.PREEMPTED if preempted else runs.Status.NONFINITE_LOSS,
+            "error": None if preempted else str(stop),
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "resume_ckpt": saved,
+            "train_time_s": train_time(callbacks),
+            "provenance": provenance(cfg),
+            **health(cfg.get("ckpt_path"), datamodule, callbacks),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+    )
     if not preempted:
         return stop
-    return Preempted(f"SIGTERM at global step {trainer.global_step}; "
-                     + (f"resume with ckpt_path={saved}" if saved else "no checkpoint written"))
+    return Preempted(
+        f"SIGTERM at global step {trainer.global_step}; "
+        + (f"resume with ckpt_path={saved}" if saved else "no checkpoint written")
+    )
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:

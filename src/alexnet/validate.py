@@ -38,11 +38,27 @@ from alexnet.checkpoints import CheckpointError, check_checkpoint
 MISSING = object()
 STAGES = ("train", "eval", "data")
 # What alexnet.module logs (and so what a checkpoint or scheduler can monitor).
-METRICS = {f"{stage}/{name}" for stage in ("train", "val") for name in
-           ("loss", "top1_err", "top5_err")} | {"train/lr", "train/img_per_s"}
-PRECISIONS = {"transformer-engine", "transformer-engine-float16", "16-true", "16-mixed",
-              "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16",
-              16, 32, 64, "auto"}  # auto: alexnet.hardware
+METRICS = {
+    f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "top1_err", "top5_err")
+} | {"train/lr", "train/img_per_s"}
+PRECISIONS = {
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "16",
+    "32",
+    "64",
+    "bf16",
+    16,
+    32,
+    64,
+    "auto",
+}  # auto: alexnet.hardware
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 NONFINITE = ("stop", "skip", "off")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -63,8 +79,10 @@ def _unwritable(key: str, folder: Any) -> tuple[str, OSError] | None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as err:
-        message = (f"{key}={folder} is not writable ({err.strerror or err}); set LOG_DIR or "
-                   f"paths.log_dir to a folder you can write")
+        message = (
+            f"{key}={folder} is not writable ({err.strerror or err}); set LOG_DIR or "
+            f"paths.log_dir to a folder you can write"
+        )
         return message, err
     return None
 
@@ -140,8 +158,14 @@ class _Checks:
         if minimum is not None and value < minimum:
             raise self.fail(key, f"must be >= {minimum}")
 
-    def number(self, key: str, low: float | None = None, high: float | None = None,
-               low_open: bool = False, high_open: bool = False) -> None:
+    def number(
+        self,
+        key: str,
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+        high_open: bool = False,
+    ) -> None:
         value = self.get(key)
         if value is MISSING or value is None:
             return
@@ -170,11 +194,14 @@ class _Checks:
             raise ConfigError(f"{group}._target_ is missing; the {group} group needs one")
         obj = _import(target, group)
         accepted, open_ended = _parameters(obj)
-        unknown = sorted(k for k in spec if not k.startswith("_") and k not in accepted
-                         and k not in extra)
+        unknown = sorted(
+            k for k in spec if not k.startswith("_") and k not in accepted and k not in extra
+        )
         if unknown and not open_ended:
-            raise ConfigError(f"{group}.{unknown[0]} is not a setting of {target}; it takes "
-                              f"{', '.join(sorted(accepted - {'self'}))}")
+            raise ConfigError(
+                f"{group}.{unknown[0]} is not a setting of {target}; it takes "
+                f"{', '.join(sorted(accepted - {'self'}))}"
+            )
         return obj
 
     # -- sections --------------------------------------------------------------------------
@@ -236,11 +263,15 @@ class _Checks:
             raise ConfigError(
                 f"data.root={root} does not exist, so {folder} cannot hold the data; point "
                 f"DATA_DIR or paths.data_dir at the folder that holds {dm.name}/"
-                + (" (or set data.download=true)" if "download" in c["data"] else ""))
+                + (" (or set data.download=true)" if "download" in c["data"] else "")
+            )
         found = _classes_on_disk(Path(folder))
         if found is not None and found != dm.num_classes:
-            raise self.fail("data.num_classes", f"but {folder} holds {found} classes",
-                            f"set data.num_classes={found}")
+            raise self.fail(
+                "data.num_classes",
+                f"but {folder} holds {found} classes",
+                f"set data.num_classes={found}",
+            )
 
     def model_and_aug(self) -> None:
         model = self.get("model", None)
@@ -249,8 +280,11 @@ class _Checks:
         if model is not None and self.stage != "eval":
             classes = self.get("data.num_classes", None)
             if model.get("num_classes") != classes:
-                raise self.fail("model.num_classes", f"but data.num_classes={classes}",
-                                "leave model.num_classes at ${data.num_classes}")
+                raise self.fail(
+                    "model.num_classes",
+                    f"but data.num_classes={classes}",
+                    "leave model.num_classes at ${data.num_classes}",
+                )
         shapes = self.aug_shapes()
         if model is None:
             return
@@ -263,8 +297,8 @@ class _Checks:
                 raise ConfigError(
                     f"aug.crop={self.get('aug.crop', None)!r} gives {what} inputs of "
                     f"{shape[-2]}x{shape[-1]} pixels, which model {model.get('name')!r} cannot "
-                    f"take ({str(err).splitlines()[0]}); use the input size it is built for") \
-                    from None
+                    f"take ({str(err).splitlines()[0]}); use the input size it is built for"
+                ) from None
 
     def meta_model(self, model: dict[str, Any]) -> torch.nn.Module:
         from alexnet.models import build_model
@@ -276,8 +310,7 @@ class _Checks:
             try:
                 check_checkpoint(init_from, "eval")
             except CheckpointError as err:
-                raise ConfigError(str(err).replace("ckpt_path=", "model.init_from=", 1)) \
-                    from None
+                raise ConfigError(str(err).replace("ckpt_path=", "model.init_from=", 1)) from None
         try:
             with torch.device("meta"):
                 return build_model(**spec)
@@ -293,8 +326,9 @@ class _Checks:
         size = getattr(self.datamodule, "image_size", None)
         if aug is None or size is None:
             return []
-        stats = DatasetStats(np.zeros((size, size, 3), np.float32), IMAGENET_EIGVAL,
-                             IMAGENET_EIGVEC, 0)
+        stats = DatasetStats(
+            np.zeros((size, size, 3), np.float32), IMAGENET_EIGVAL, IMAGENET_EIGVEC, 0
+        )
         blank = np.zeros((size, size, 3), np.uint8)
         try:
             train, evaluate = build_transforms(aug, stats)
@@ -333,8 +367,9 @@ class _Checks:
         self.kwargs_of("trainer", extra=("logger", "callbacks", "enable_progress_bar"))
         self.integer("trainer.max_epochs", -1)
         if self.get("trainer.max_epochs", None) == 0:
-            raise self.fail("trainer.max_epochs", "trains nothing", "use >= 1 (or -1 with "
-                            "trainer.max_steps)")
+            raise self.fail(
+                "trainer.max_epochs", "trains nothing", "use >= 1 (or -1 with trainer.max_steps)"
+            )
         self.integer("trainer.max_steps", -1)
         self.integer("trainer.log_every_n_steps", 1)
         self.integer("trainer.num_nodes", 1)
@@ -348,8 +383,11 @@ class _Checks:
         self.choice("trainer.deterministic", (True, False, "warn", None))
         precision = self.get("trainer.precision", MISSING)
         if precision is not MISSING and precision not in PRECISIONS:
-            raise self.fail("trainer.precision", "is unknown",
-                            "use auto, 32-true, bf16-mixed, 16-mixed, bf16-true or 64-true")
+            raise self.fail(
+                "trainer.precision",
+                "is unknown",
+                "use auto, 32-true, bf16-mixed, 16-mixed, bf16-true or 64-true",
+            )
         self.choice("trainer.accelerator", ACCELERATORS)
         self.devices()
         self.strategy()
@@ -358,33 +396,52 @@ class _Checks:
         devices = self.get("trainer.devices", "auto")
         accelerator = self.get("trainer.accelerator", "auto")
         if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise self.fail("trainer.accelerator", "but no CUDA GPU is visible",
-                            "use trainer=cpu (or trainer.accelerator=cpu)")
+            raise self.fail(
+                "trainer.accelerator",
+                "but no CUDA GPU is visible",
+                "use trainer=cpu (or trainer.accelerator=cpu)",
+            )
         if isinstance(devices, str) and devices != "auto":
             try:
                 devices = [int(d) for d in devices.split(",") if d.strip()]
             except ValueError:
-                raise self.fail("trainer.devices", "is not a device count or list",
-                                "use e.g. 1, 2, -1 (all) or auto") from None
-        valid_count = isinstance(devices, int) and not isinstance(devices, bool) and \
-            (devices >= 1 or devices == -1)
+                raise self.fail(
+                    "trainer.devices",
+                    "is not a device count or list",
+                    "use e.g. 1, 2, -1 (all) or auto",
+                ) from None
+        valid_count = (
+            isinstance(devices, int)
+            and not isinstance(devices, bool)
+            and (devices >= 1 or devices == -1)
+        )
         if not (valid_count or devices == "auto" or isinstance(devices, list)):
-            raise self.fail("trainer.devices", "is not a device count",
-                            "use e.g. 1, 2, -1 (all) or auto")
+            raise self.fail(
+                "trainer.devices", "is not a device count", "use e.g. 1, 2, -1 (all) or auto"
+            )
         count = len(devices) if isinstance(devices, list) else devices
-        if accelerator in ("gpu", "cuda") and isinstance(count, int) and \
-                count > torch.cuda.device_count():
-            raise self.fail("trainer.devices", f"but {torch.cuda.device_count()} GPU(s) are "
-                            "visible", f"use trainer.devices<={torch.cuda.device_count()}")
+        if (
+            accelerator in ("gpu", "cuda")
+            and isinstance(count, int)
+            and count > torch.cuda.device_count()
+        ):
+            raise self.fail(
+                "trainer.devices",
+                f"but {torch.cuda.device_count()} GPU(s) are visible",
+                f"use trainer.devices<={torch.cuda.device_count()}",
+            )
         # data.batch_size is the global batch that data parallelism splits across processes
         # (conf/trainer/ddp.yaml); the two-tower split gives every process the whole batch.
         if isinstance(count, int) and count > 1 and not self.tower_strategy():
             world = count * self.get("trainer.num_nodes", 1)
             batch = self.get("data.batch_size", None)
             if isinstance(batch, int) and batch % world:
-                raise self.fail("data.batch_size", f"is not divisible by the {world} devices "
-                                "(trainer.devices x trainer.num_nodes)",
-                                f"use a multiple of {world}")
+                raise self.fail(
+                    "data.batch_size",
+                    f"is not divisible by the {world} devices "
+                    "(trainer.devices x trainer.num_nodes)",
+                    f"use a multiple of {world}",
+                )
 
     def tower_strategy(self) -> bool:
         strategy = self.get("trainer.strategy", None)
@@ -400,8 +457,11 @@ class _Checks:
 
             known = ("auto", *sorted(StrategyRegistry.available_strategies()))
             if strategy not in known:
-                raise self.fail("trainer.strategy", "is unknown",
-                                "use auto, ddp, ddp_spawn, fsdp or another Lightning strategy")
+                raise self.fail(
+                    "trainer.strategy",
+                    "is unknown",
+                    "use auto, ddp, ddp_spawn, fsdp or another Lightning strategy",
+                )
             name = strategy
         elif isinstance(strategy, Mapping) and isinstance(strategy.get("_target_"), str):
             _import(strategy["_target_"], "trainer.strategy")
@@ -411,13 +471,16 @@ class _Checks:
         if "tower" in name.lower():
             # The paper's two-GPU split: one tower per process, so exactly two processes.
             devices = self.get("trainer.devices", None)
-            world = (len(devices) if isinstance(devices, list) else devices)
+            world = len(devices) if isinstance(devices, list) else devices
             if isinstance(world, int):
                 world *= self.get("trainer.num_nodes", 1)
             if world != 2:
-                raise self.fail("trainer.devices", f"gives a world size of {world}, but the "
-                                f"two-tower strategy ({name}) needs exactly 2 processes",
-                                "set trainer.devices=2 (and trainer.num_nodes=1)")
+                raise self.fail(
+                    "trainer.devices",
+                    f"gives a world size of {world}, but the "
+                    f"two-tower strategy ({name}) needs exactly 2 processes",
+                    "set trainer.devices=2 (and trainer.num_nodes=1)",
+                )
 
     def callbacks(self) -> None:
         if self.get("callbacks", None) is None:
@@ -425,8 +488,11 @@ class _Checks:
         if isinstance(self.get("callbacks.checkpoint", None), Mapping):
             monitor = self.get("callbacks.checkpoint.monitor", None)
             if monitor is not None and monitor not in METRICS:
-                raise self.fail("callbacks.checkpoint.monitor", "is not a metric the module logs",
-                                f"choose one of {', '.join(sorted(METRICS))}")
+                raise self.fail(
+                    "callbacks.checkpoint.monitor",
+                    "is not a metric the module logs",
+                    f"choose one of {', '.join(sorted(METRICS))}",
+                )
             self.choice("callbacks.checkpoint.mode", ("min", "max"))
             self.integer("callbacks.checkpoint.save_top_k", -1)
             self.integer("callbacks.checkpoint.every_n_steps", 0)
@@ -451,8 +517,9 @@ def _import(target: str, key: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{key}._target_={target!r} cannot be imported; check the spelling") \
-            from None
+        raise ConfigError(
+            f"{key}._target_={target!r} cannot be imported; check the spelling"
+        ) from None
 
 
 def _parameters(obj: Any) -> tuple[set[str], bool]:

@@ -34,13 +34,18 @@ def jpeg_bytes(img: Image.Image) -> bytes:
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that claims `width` x `height` pixels but holds almost no data: a bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def noise(size=(48, 40), seed=0) -> Image.Image:
@@ -59,8 +64,8 @@ def bad_files() -> dict[str, tuple[bytes, str | tuple[str, ...]]]:
         "truncated.JPEG": (good[: len(good) * 6 // 10], "truncated"),
         "empty.JPEG": (b"", "empty"),
         "html.JPEG": (b"<html><body>404 Not Found</body></html>\n", "not_an_image"),
-        "bomb.JPEG": (png_header(20_000, 20_000), "too_large"),      # PIL itself refuses
-        "big.png": (png_header(10_000, 10_000), "too_large"),        # PIL only warns; we refuse
+        "bomb.JPEG": (png_header(20_000, 20_000), "too_large"),  # PIL itself refuses
+        "big.png": (png_header(10_000, 10_000), "too_large"),  # PIL only warns; we refuse
         "alpha-png.JPEG": (png.getvalue(), ("misnamed", "alpha")),
         "gray.JPEG": (jpeg_bytes(Image.new("L", (40, 30), 100)), ("grayscale",)),
         "cmyk.JPEG": (jpeg_bytes(Image.new("CMYK", (40, 30), (0, 255, 255, 0))), ("cmyk",)),
@@ -115,8 +120,11 @@ def test_unreadable_file_is_skipped(tmp_path, monkeypatch):
     assert caught.value.kind == "unreadable" and "Permission denied" in str(caught.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of permissions; "
-                    "test_unreadable_file_is_skipped simulates the PermissionError instead")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root reads files regardless of permissions; "
+    "test_unreadable_file_is_skipped simulates the PermissionError instead",
+)
 def test_unreadable_file_by_permissions(tmp_path):
     path = tmp_path / "secret.JPEG"
     path.write_bytes(jpeg_bytes(noise()))
@@ -125,8 +133,17 @@ def test_unreadable_file_by_permissions(tmp_path):
         open_rgb(path)
 
 
-EXPECTED_COUNTS = {"truncated": 1, "empty": 1, "not_an_image": 1, "too_large": 2,
-                   "misnamed": 1, "alpha": 1, "grayscale": 1, "cmyk": 1, "tiny": 1}
+EXPECTED_COUNTS = {
+    "truncated": 1,
+    "empty": 1,
+    "not_an_image": 1,
+    "too_large": 2,
+    "misnamed": 1,
+    "alpha": 1,
+    "grayscale": 1,
+    "cmyk": 1,
+    "tiny": 1,
+}
 
 
 def write_dirty_class(folder: Path, good: int = 4) -> None:
@@ -163,8 +180,13 @@ def test_imagenet_module_reports_bad_images(tmp_path):
     for split in ("train", "val"):
         write_dirty_class(tmp_path / "imagenet" / split / "n01440764")
         noise().save(tmp_path / "imagenet" / split / "n01440764" / "more.JPEG")
-    dm = ImageNetDataModule(root=tmp_path, num_classes=1, batch_size=2, num_workers=0,
-                            aug={"name": "paper", "crop": 224, "lighting": 0.1})
+    dm = ImageNetDataModule(
+        root=tmp_path,
+        num_classes=1,
+        batch_size=2,
+        num_workers=0,
+        aug={"name": "paper", "crop": 224, "lighting": 0.1},
+    )
     dm.setup("fit")
     for _ in dm.train_dataloader():
         pass
@@ -194,12 +216,24 @@ def dirty_cifar(tmp_path):
 
 
 def test_training_on_dirty_data_finishes_and_reports_counts(cfg_factory, dirty_cifar, tmp_path):
-    cfg = cfg_factory(["debug=limit", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                       "data.num_workers=0", "trainer.accelerator=cpu", "logger=csv",
-                       "callbacks.progress_bar=false", f"paths.data_dir={dirty_cifar}",
-                       "data.batch_size=8", "data.val_size=8", "data.download=false"],
-                      output_dir=tmp_path / "run")
+    cfg = cfg_factory(
+        [
+            "debug=limit",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "data.num_workers=0",
+            "trainer.accelerator=cpu",
+            "logger=csv",
+            "callbacks.progress_bar=false",
+            f"paths.data_dir={dirty_cifar}",
+            "data.batch_size=8",
+            "data.val_size=8",
+            "data.download=false",
+        ],
+        output_dir=tmp_path / "run",
+    )
     results = train(cfg)
     assert results["status"] == "ok"
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -208,9 +242,19 @@ def test_training_on_dirty_data_finishes_and_reports_counts(cfg_factory, dirty_c
 
 def test_check_data_lists_the_problems_without_training(dirty_cifar, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "alexnet.check_data", "data=cifar10", "data.download=false",
-         f"paths.data_dir={dirty_cifar}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "alexnet.check_data",
+            "data=cifar10",
+            "data.download=false",
+            f"paths.data_dir={dirty_cifar}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout
@@ -219,6 +263,10 @@ def test_check_data_lists_the_problems_without_training(dirty_cifar, tmp_path):
         assert name in out
     assert "grayscale" in out and "Traceback" not in proc.stderr
     report = json.loads((tmp_path / "run" / "check_data.json").read_text())
-    assert report["splits"]["train"]["skipped"] == {"empty": 1, "not_an_image": 1,
-                                                    "too_large": 2, "truncated": 1}
+    assert report["splits"]["train"]["skipped"] == {
+        "empty": 1,
+        "not_an_image": 1,
+        "too_large": 2,
+        "truncated": 1,
+    }
     assert report["splits"]["test"]["skipped"] == {}

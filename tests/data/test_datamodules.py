@@ -25,8 +25,18 @@ def write_python_batches(folder, n_per_batch: int = 20, seed: int = 0):
         labels[:10] = list(range(10))  # every class present
         with open(folder / name, "wb") as f:
             pickle.dump({"data": data, "labels": labels}, f)
-    classes = ["airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck"]
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": classes}, f)
 
@@ -55,8 +65,9 @@ def test_cifar_corrupt_python_batches_are_a_clear_error(tmp_path):
 
 
 def test_cifar_folder_layout_is_shuffled_split_and_cached(cifar_folder):
-    dm = CIFAR10DataModule(root=cifar_folder, batch_size=16, num_workers=0, val_size=40,
-                           aug=CIFAR_AUG)
+    dm = CIFAR10DataModule(
+        root=cifar_folder, batch_size=16, num_workers=0, val_size=40, aug=CIFAR_AUG
+    )
     dm.setup("fit")
     assert len(dm.train_set) == 200 and len(dm.val_set) == 40 and len(dm.test_set) == 60
     # a prefix of the test set mixes classes (folder trees list them class by class)
@@ -89,8 +100,13 @@ def test_cifar_empty_folder_is_clear(tmp_path):
 
 
 def test_imagenet_tree_decodes_odd_images_to_256(imagenet_folder):
-    dm = ImageNetDataModule(root=imagenet_folder, num_classes=3, batch_size=2, num_workers=0,
-                            aug={"name": "paper", "crop": 224, "eval": "ten_crop"})
+    dm = ImageNetDataModule(
+        root=imagenet_folder,
+        num_classes=3,
+        batch_size=2,
+        num_workers=0,
+        aug={"name": "paper", "crop": 224, "eval": "ten_crop"},
+    )
     dm.setup("fit")
     names = [p.name for p in dm.train_set.index.paths]
     for odd in ("gray scale.JPEG", "it's cmyk.JPEG"):
@@ -98,15 +114,22 @@ def test_imagenet_tree_decodes_odd_images_to_256(imagenet_folder):
         assert image.shape == (256, 256, 3) and image.dtype == np.uint8
     x, _ = dm.train_set[0]
     assert x.shape == (3, 224, 224)
-    assert dm.val_set[0][0].shape == (3, 224, 224)        # validation: centre crop
-    assert dm.test_set[0][0].shape == (10, 3, 224, 224)   # test: the paper's ten crops
+    assert dm.val_set[0][0].shape == (3, 224, 224)  # validation: centre crop
+    assert dm.test_set[0][0].shape == (10, 3, 224, 224)  # test: the paper's ten crops
     assert dm.stats().count == 0  # no stats file yet: the published ImageNet constants
 
 
 def test_prepare_computes_and_caches_stats(cfg_factory, imagenet_folder):
-    cfg = cfg_factory(["data=imagenet", "model=alexnet", "aug=paper",
-                       f"paths.data_dir={imagenet_folder}",
-                       "data.num_classes=3", "data.num_workers=0"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "model=alexnet",
+            "aug=paper",
+            f"paths.data_dir={imagenet_folder}",
+            "data.num_classes=3",
+            "data.num_workers=0",
+        ]
+    )
     message = prepare(cfg)
     stats_file = imagenet_folder / "imagenet" / "stats.npz"
     assert str(stats_file) in message and stats_file.is_file()

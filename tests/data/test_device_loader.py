@@ -27,8 +27,9 @@ def _ids(loader_images, stats):
 def test_eval_epoch_yields_every_image_once_in_order_with_its_label():
     images, labels = _labelled_images()
     stats = compute_stats(images)
-    loader = DeviceLoader(images, labels, BatchEval(stats, mode="full"), batch_size=16,
-                          shuffle=False, drop_last=False)
+    loader = DeviceLoader(
+        images, labels, BatchEval(stats, mode="full"), batch_size=16, shuffle=False, drop_last=False
+    )
     assert len(loader) == 4
     batches = list(loader)
     assert [len(y) for _, y in batches] == [16, 16, 16, 2]
@@ -42,8 +43,15 @@ def test_train_epochs_reshuffle_and_repeat_with_the_seed():
     stats = compute_stats(images)
 
     def epochs(seed):
-        loader = DeviceLoader(images, labels, BatchTrain(stats, crop=8, pad=2, lighting=0.1),
-                              batch_size=16, shuffle=True, drop_last=True, seed=seed)
+        loader = DeviceLoader(
+            images,
+            labels,
+            BatchTrain(stats, crop=8, pad=2, lighting=0.1),
+            batch_size=16,
+            shuffle=True,
+            drop_last=True,
+            seed=seed,
+        )
         return [torch.cat([y for _, y in loader]) for _ in range(2)], loader
 
     (first, second), loader = epochs(seed=3)
@@ -60,16 +68,31 @@ def test_ranks_split_one_permutation():
     stats = compute_stats(images)
     seen = []
     for rank in range(2):
-        loader = DeviceLoader(images, labels, BatchEval(stats, mode="full"), batch_size=8,
-                              shuffle=True, drop_last=True, seed=1, rank=rank, world_size=2)
+        loader = DeviceLoader(
+            images,
+            labels,
+            BatchEval(stats, mode="full"),
+            batch_size=8,
+            shuffle=True,
+            drop_last=True,
+            seed=1,
+            rank=rank,
+            world_size=2,
+        )
         assert len(loader) == 2
         seen.append(torch.cat([_ids(x, stats) for x, _ in loader]).tolist())
     assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 16
 
 
 def test_cifar_config_selects_the_device_loader(cfg_factory, cifar_folder):
-    cfg = cfg_factory(["data.gpu_resident=true", f"paths.data_dir={cifar_folder}",
-                       "data.val_size=40", "data.batch_size=16"])
+    cfg = cfg_factory(
+        [
+            "data.gpu_resident=true",
+            f"paths.data_dir={cifar_folder}",
+            "data.val_size=40",
+            "data.batch_size=16",
+        ]
+    )
     dm = build_data(cfg)
     train = dm.train_dataloader()
     assert isinstance(train, DeviceLoader) and isinstance(train.transform, BatchTrain)
@@ -81,8 +104,15 @@ def test_cifar_config_selects_the_device_loader(cfg_factory, cifar_folder):
 
 
 def test_gpu_resident_imagenet_is_a_clear_error(cfg_factory, imagenet_folder):
-    cfg = cfg_factory(["data=imagenet", "aug=paper", "data.num_classes=3",
-                       f"paths.data_dir={imagenet_folder}", "+data.gpu_resident=true"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "aug=paper",
+            "data.num_classes=3",
+            f"paths.data_dir={imagenet_folder}",
+            "+data.gpu_resident=true",
+        ]
+    )
     dm = build_data(cfg)
     with pytest.raises(ValueError, match="data.store=true"):
         dm.train_dataloader()
@@ -91,10 +121,20 @@ def test_gpu_resident_imagenet_is_a_clear_error(cfg_factory, imagenet_folder):
 def test_training_runs_end_to_end_on_gpu_resident_data(cfg_factory, cifar_folder, tmp_path):
     from alexnet.train import train
 
-    cfg = cfg_factory(["experiment=cifar10_alexnet", "debug=limit", "data.gpu_resident=true",
-                       "trainer.accelerator=cpu", "callbacks.progress_bar=false",
-                       "logger.wandb=null", f"paths.data_dir={cifar_folder}",
-                       "data.batch_size=16", "data.val_size=40", "model.conv_width=0.25"])
+    cfg = cfg_factory(
+        [
+            "experiment=cifar10_alexnet",
+            "debug=limit",
+            "data.gpu_resident=true",
+            "trainer.accelerator=cpu",
+            "callbacks.progress_bar=false",
+            "logger.wandb=null",
+            f"paths.data_dir={cifar_folder}",
+            "data.batch_size=16",
+            "data.val_size=40",
+            "model.conv_width=0.25",
+        ]
+    )
     results = train(cfg)
     assert results["steps"] == 8 and results["train_img_per_s"] > 0
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
@@ -109,8 +149,18 @@ def test_ranks_share_the_run_seed_but_not_the_augmentation(monkeypatch):
     loaders = []
     for rank in range(2):
         torch.manual_seed(100 + rank)  # what per-rank reseeding does before the loaders exist
-        loaders.append(DeviceLoader(images, labels, BatchEval(stats, mode="full"), 8,
-                                    shuffle=True, drop_last=True, rank=rank, world_size=2))
+        loaders.append(
+            DeviceLoader(
+                images,
+                labels,
+                BatchEval(stats, mode="full"),
+                8,
+                shuffle=True,
+                drop_last=True,
+                rank=rank,
+                world_size=2,
+            )
+        )
     assert loaders[0].seed == loaders[1].seed == 3
     assert loaders[0].batch_seed(0, 0) != loaders[1].batch_seed(0, 0)
     seen = [set(torch.cat([_ids(x, stats) for x, _ in loader]).tolist()) for loader in loaders]
@@ -120,8 +170,9 @@ def test_ranks_share_the_run_seed_but_not_the_augmentation(monkeypatch):
 def _train_loader(images, labels, **kw):
     stats = compute_stats(images)
     transform = BatchTrain(stats, crop=8, pad=2, lighting=0.1)
-    return DeviceLoader(images, labels, transform, batch_size=8, shuffle=True, drop_last=True,
-                        **{"seed": 5, **kw})
+    return DeviceLoader(
+        images, labels, transform, batch_size=8, shuffle=True, drop_last=True, **{"seed": 5, **kw}
+    )
 
 
 def _same_batches(a, b):
@@ -176,8 +227,14 @@ def test_resuming_mid_epoch_starts_at_the_next_batch():
 
 
 def test_the_checkpoint_position_reaches_the_device_loader(cfg_factory, cifar_folder):
-    cfg = cfg_factory(["data.gpu_resident=true", f"paths.data_dir={cifar_folder}",
-                       "data.val_size=40", "data.batch_size=16"])
+    cfg = cfg_factory(
+        [
+            "data.gpu_resident=true",
+            f"paths.data_dir={cifar_folder}",
+            "data.val_size=40",
+            "data.batch_size=16",
+        ]
+    )
     dm = build_data(cfg)
     dm.load_state_dict({"train_order": {"seed": 11, "epoch": 2, "batches_done": 3}})
     dm.setup("fit")

@@ -22,8 +22,15 @@ def test_expected_checksums_are_the_official_ones():
     url, name, md5, base, batches = dl._official()
     assert (name, md5, base) == ("cifar-10-python.tar.gz", OFFICIAL_MD5, "cifar-10-batches-py")
     assert url.startswith("https://www.cs.toronto.edu/")
-    assert set(batches) == {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                            "data_batch_5", "test_batch", "batches.meta"}
+    assert set(batches) == {
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    }
 
 
 class Served:
@@ -42,8 +49,11 @@ class Served:
 def test_corrupt_download_is_refused_and_removed(tmp_path, monkeypatch):
     served = Served(b"<html>captive portal</html>")
     monkeypatch.setattr(dl, "urlopen", served)
-    with pytest.raises(DataError, match=f"has MD5 [0-9a-f]{{32}}, expected {OFFICIAL_MD5}: it is "
-                                        "corrupt or not the official file; nothing was kept"):
+    with pytest.raises(
+        DataError,
+        match=f"has MD5 [0-9a-f]{{32}}, expected {OFFICIAL_MD5}: it is "
+        "corrupt or not the official file; nothing was kept",
+    ):
         dl.download_cifar10(tmp_path)
     assert served.calls and served.calls[0][1] == 30.0  # never waits without a timeout
     assert list(tmp_path.iterdir()) == []
@@ -52,8 +62,11 @@ def test_corrupt_download_is_refused_and_removed(tmp_path, monkeypatch):
 def test_corrupt_archive_already_in_place_is_refused(tmp_path, monkeypatch):
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"half a download")
     monkeypatch.setattr(dl, "urlopen", Served(AssertionError("must not download")))
-    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz has MD5 .* expected "
-                                        rf"{OFFICIAL_MD5}: .*delete it and run again"):
+    with pytest.raises(
+        DataError,
+        match=r"cifar-10-python.tar.gz has MD5 .* expected "
+        rf"{OFFICIAL_MD5}: .*delete it and run again",
+    ):
         dl.download_cifar10(tmp_path)
     assert not (tmp_path / "cifar-10-batches-py").exists()
 
@@ -61,8 +74,11 @@ def test_corrupt_archive_already_in_place_is_refused(tmp_path, monkeypatch):
 def test_offline_download_fails_fast_with_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "urlopen", Served(OSError("Network is unreachable")))
     dm = CIFAR10DataModule(root=tmp_path, download=True)
-    with pytest.raises(dl.DownloadFailed, match=r"could not download .*Network is unreachable.*; "
-                                                r"run with data.download=true when online"):
+    with pytest.raises(
+        dl.DownloadFailed,
+        match=r"could not download .*Network is unreachable.*; "
+        r"run with data.download=true when online",
+    ):
         dm.prepare_data()
 
 
@@ -70,8 +86,14 @@ def fake_cifar(tamper: str | None = None, escape: bool = False) -> tuple[bytes, 
     """A cifar-10-python.tar.gz look-alike and the MD5s of its true batch files."""
     files, md5s = {}, {}
     rng = np.random.default_rng(0)
-    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                 "test_batch"):
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ):
         batch = {"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
         files[name] = pickle.dumps(batch)
     files["batches.meta"] = pickle.dumps({"label_names": [f"c{i}" for i in range(10)]})
@@ -95,8 +117,9 @@ def fake_cifar(tamper: str | None = None, escape: bool = False) -> tuple[bytes, 
 def official_like(monkeypatch, archive: bytes, md5s: dict[str, str]) -> None:
     """Make the fake archive and batches the 'official' ones for this test."""
     url, name, _, base, _ = dl._official()
-    monkeypatch.setattr(dl, "_official",
-                        lambda: (url, name, hashlib.md5(archive).hexdigest(), base, md5s))
+    monkeypatch.setattr(
+        dl, "_official", lambda: (url, name, hashlib.md5(archive).hexdigest(), base, md5s)
+    )
     monkeypatch.setattr(dl, "urlopen", Served(archive))
 
 
@@ -127,12 +150,16 @@ def test_archive_escaping_its_folder_is_refused(tmp_path, monkeypatch):
 def test_corrupt_batches_on_disk_are_named_before_anything_is_unpickled(tmp_path, monkeypatch):
     archive, md5s = fake_cifar()
     official_like(monkeypatch, archive, md5s)
-    dm = CIFAR10DataModule(root=tmp_path, download=True, num_classes=4, val_size=2,
-                           aug={"name": "none"})
+    dm = CIFAR10DataModule(
+        root=tmp_path, download=True, num_classes=4, val_size=2, aug={"name": "none"}
+    )
     dm.prepare_data()
     batch = tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(batch.read_bytes()[:-10])
-    with pytest.raises(DataError, match=r"test_batch has MD5 .*delete .*cifar-10-batches-py and "
-                                        r"run with data.download=true"):
+    with pytest.raises(
+        DataError,
+        match=r"test_batch has MD5 .*delete .*cifar-10-batches-py and "
+        r"run with data.download=true",
+    ):
         dm.arrays("train")
     assert Path(batch).exists()  # the user's files are reported, not deleted

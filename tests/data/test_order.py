@@ -59,18 +59,26 @@ class FakeLoop:
         self.epoch_loop = NS(batch_progress=NS(current=NS(processed=batches_processed)))
 
 
-@pytest.mark.parametrize(("started", "processed", "batches", "expected"), [
-    (3, 2, 7, (2, 7)),   # mid-epoch 2, 7 batches in the weights
-    (3, 3, 12, (3, 0)),  # epoch 2 ended: epoch 3 starts from its first batch
-])
+@pytest.mark.parametrize(
+    ("started", "processed", "batches", "expected"),
+    [
+        (3, 2, 7, (2, 7)),  # mid-epoch 2, 7 batches in the weights
+        (3, 3, 12, (3, 0)),  # epoch 2 ended: epoch 3 starts from its first batch
+    ],
+)
 def test_order_state_reads_where_training_stands(started, processed, batches, expected):
     from types import SimpleNamespace as NS
 
     state = order_state(NS(fit_loop=FakeLoop(started, processed, batches)), seed=5)
     assert (state["epoch"], state["batches_done"]) == expected
     assert state["seed"] == 5
-    order = train_order(40, 4, 5, NS(fit_loop=FakeLoop(started, processed, batches),
-                                     world_size=1, global_rank=0), state)
+    order = train_order(
+        40,
+        4,
+        5,
+        NS(fit_loop=FakeLoop(started, processed, batches), world_size=1, global_rank=0),
+        state,
+    )
     assert order.epoch == expected[0]
     assert len(list(order)) == 40 - 4 * expected[1]
 

@@ -25,8 +25,9 @@ def store_root(imagenet_folder, tmp_path_factory):
     """A copy-free data root whose imagenet/store/ holds both splits (written in-process)."""
     folder = imagenet_folder / "imagenet"
     for split in ("train", "val"):
-        write_store(index_folder(folder / split, "hint"), store_folder(folder), split,
-                    quality=90, workers=0)
+        write_store(
+            index_folder(folder / split, "hint"), store_folder(folder), split, quality=90, workers=0
+        )
     return imagenet_folder
 
 
@@ -52,8 +53,14 @@ def test_store_round_trip_is_the_paper_preprocessing(store_root):
 def test_eval_loader_yields_every_image_once_with_its_label(store_root):
     store = JpegStore(store_folder(store_root / "imagenet"), "val")
     stats = imagenet_default_stats(256)
-    loader = StoreLoader(store, BatchEval(stats, 224, "center"), batch_size=4, shuffle=False,
-                         drop_last=False, threads=2)
+    loader = StoreLoader(
+        store,
+        BatchEval(stats, 224, "center"),
+        batch_size=4,
+        shuffle=False,
+        drop_last=False,
+        threads=2,
+    )
     assert len(loader) == 2
     xs, ys = zip(*loader, strict=True)
     assert [len(y) for y in ys] == [4, 2]
@@ -90,8 +97,9 @@ def _same_batches(a, b):
 
 def _train_loader(store, **kw):
     transform = BatchTrain(imagenet_default_stats(256), crop=224, flip=True, lighting=0.1)
-    return StoreLoader(store, transform, batch_size=3, shuffle=True, drop_last=True, seed=11,
-                       threads=2, **kw)
+    return StoreLoader(
+        store, transform, batch_size=3, shuffle=True, drop_last=True, seed=11, threads=2, **kw
+    )
 
 
 def test_store_epoch_does_not_depend_on_the_epochs_before_it(store_root):
@@ -122,8 +130,17 @@ def test_store_loader_resumes_mid_epoch(store_root):
 
 
 def test_the_checkpoint_position_reaches_the_store_loader(cfg_factory, store_root):
-    cfg = cfg_factory(["data=imagenet", "aug=paper", "data.num_classes=3", "data.store=true",
-                       "data.batch_size=4", "data.num_workers=1", f"paths.data_dir={store_root}"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "aug=paper",
+            "data.num_classes=3",
+            "data.store=true",
+            "data.batch_size=4",
+            "data.num_workers=1",
+            f"paths.data_dir={store_root}",
+        ]
+    )
     dm = build_data(cfg)
     dm.load_state_dict({"train_order": {"seed": 9, "epoch": 1, "batches_done": 2}})
     dm.setup("fit")
@@ -135,8 +152,14 @@ def test_the_checkpoint_position_reaches_the_store_loader(cfg_factory, store_roo
 
 def test_stopping_early_ends_the_producer_thread(store_root):
     store = JpegStore(store_folder(store_root / "imagenet"), "train")
-    loader = StoreLoader(store, BatchEval(imagenet_default_stats(256), 224), batch_size=2,
-                         shuffle=True, drop_last=True, prefetch=1)
+    loader = StoreLoader(
+        store,
+        BatchEval(imagenet_default_stats(256), 224),
+        batch_size=2,
+        shuffle=True,
+        drop_last=True,
+        prefetch=1,
+    )
     for _ in range(3):
         next(iter(loader))  # abandoned generators: their finally blocks stop the producer
     x, _ = next(iter(loader))
@@ -144,8 +167,16 @@ def test_stopping_early_ends_the_producer_thread(store_root):
 
 
 def test_store_config_selects_the_store_loader(cfg_factory, store_root):
-    cfg = cfg_factory(["data=imagenet", "aug=paper", "data.num_classes=3", "data.store=true",
-                       "data.batch_size=4", f"paths.data_dir={store_root}"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "aug=paper",
+            "data.num_classes=3",
+            "data.store=true",
+            "data.batch_size=4",
+            f"paths.data_dir={store_root}",
+        ]
+    )
     dm = build_data(cfg)
     loader = dm.train_dataloader()
     assert isinstance(loader, StoreLoader) and isinstance(loader.transform, BatchTrain)
@@ -157,8 +188,9 @@ def test_store_config_selects_the_store_loader(cfg_factory, store_root):
 def test_unknown_decode_names_the_config_key(store_root):
     store = JpegStore(store_folder(store_root / "imagenet"), "val")
     with pytest.raises(ValueError, match="data.store_decode"):
-        StoreLoader(store, BatchEval(imagenet_default_stats(256), 224), 2, False, False,
-                    decode="gpu")
+        StoreLoader(
+            store, BatchEval(imagenet_default_stats(256), 224), 2, False, False, decode="gpu"
+        )
 
 
 def test_missing_store_names_the_make_target(cfg_factory, imagenet_folder, tmp_path):
@@ -170,12 +202,26 @@ def test_missing_store_names_the_make_target(cfg_factory, imagenet_folder, tmp_p
 
 
 def test_training_on_the_store(cfg_factory, store_root):
-    cfg = cfg_factory(["data=imagenet", "model=alexnet", "aug=paper", "aug.eval=ten_crop",
-                       "data.num_classes=3", "data.batch_size=2", "data.store=true",
-                       "debug=limit", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                       "logger.wandb=null", "trainer.accelerator=cpu",
-                       "callbacks.progress_bar=false", f"paths.data_dir={store_root}"])
+    cfg = cfg_factory(
+        [
+            "data=imagenet",
+            "model=alexnet",
+            "aug=paper",
+            "aug.eval=ten_crop",
+            "data.num_classes=3",
+            "data.batch_size=2",
+            "data.store=true",
+            "debug=limit",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "logger.wandb=null",
+            "trainer.accelerator=cpu",
+            "callbacks.progress_bar=false",
+            f"paths.data_dir={store_root}",
+        ]
+    )
     results = train(cfg)
     assert results["steps"] == 2
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
@@ -186,8 +232,9 @@ def test_prepare_store_writes_then_skips(cfg_factory, imagenet_folder, tmp_path)
     (root / "imagenet").mkdir(parents=True)
     for split in ("train", "val"):
         (root / "imagenet" / split).symlink_to(imagenet_folder / "imagenet" / split)
-    cfg = cfg_factory(["data=imagenet", f"paths.data_dir={root}", "data.num_workers=2",
-                       "data.store_quality=80"])
+    cfg = cfg_factory(
+        ["data=imagenet", f"paths.data_dir={root}", "data.num_workers=2", "data.store_quality=80"]
+    )
     first = prepare_store(cfg)
     assert "train.jpegs: 14 images" in first[0] and "val.jpegs: 6 images" in first[1]
     store = JpegStore(root / "imagenet" / "store", "val")
@@ -213,8 +260,9 @@ def test_store_holds_what_folder_training_reads_from_a_dirty_folder(cfg_factory,
     (train / wnids[1] / "zz_text.JPEG").write_text("<html>404 Not Found</html>\n")
     Image.new("L", (280, 270), 90).save(train / wnids[1] / "0001_gray.JPEG")
     Image.new("CMYK", (270, 280), (10, 200, 30, 40)).save(train / wnids[1] / "0002_cmyk.JPEG")
-    cfg = cfg_factory(["data=imagenet", f"paths.data_dir={root}", "data.num_workers=2",
-                       "data.num_classes=2"])
+    cfg = cfg_factory(
+        ["data=imagenet", f"paths.data_dir={root}", "data.num_workers=2", "data.num_classes=2"]
+    )
     lines = prepare_store(cfg)
     assert "train.jpegs: 10 images" in lines[0]
     for note in ("2 unusable", "not_an_image 1", "truncated 1", "cmyk 1", "grayscale 1"):

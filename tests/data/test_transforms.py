@@ -270,8 +270,9 @@ def test_build_transforms_presets():
 
 def test_build_transforms_errors():
     stats = zero_mean_stats(256)
-    with pytest.raises(ValueError,
-                       match=r"aug.name='inception' is unknown; choose paper, cifar, none or vgg"):
+    with pytest.raises(
+        ValueError, match=r"aug.name='inception' is unknown; choose paper, cifar, none or vgg"
+    ):
         build_transforms({"name": "inception"}, stats)
     with pytest.raises(ValueError, match="aug.eval='five_crop' is unknown"):
         build_transforms({"name": "paper", "eval": "five_crop"}, stats)

@@ -46,8 +46,15 @@ def aug_of(cfg_factory, *overrides: str) -> dict:
 # -- the config group -------------------------------------------------------------------------
 def test_aug_vgg_config_builds_jitter_and_dense_eval(cfg_factory):
     aug = aug_of(cfg_factory, "aug=vgg")
-    assert aug == {"name": "vgg", "scale": [256, 512], "crop": 224, "flip": True,
-                   "lighting": 0.1, "eval": "dense", "eval_scale": None}
+    assert aug == {
+        "name": "vgg",
+        "scale": [256, 512],
+        "crop": 224,
+        "flip": True,
+        "lighting": 0.1,
+        "eval": "dense",
+        "eval_scale": None,
+    }
     train, test = build_transforms(aug, flat_stats())
     assert isinstance(train, VGGTrain) and isinstance(test, VGGDenseEval)
     assert (train.rescale.scale_min, train.rescale.scale_max) == (256, 512)
@@ -65,9 +72,14 @@ def test_aug_vgg_cifar_config_is_fixed_scale(cfg_factory):
     assert test(noise(32, 32)).shape == (3, 36, 36)
 
 
-@pytest.mark.parametrize("override, expected", [("aug.scale=256", (256, 256)),
-                                                ("aug.scale=[256,512]", (256, 512)),
-                                                ("aug.scale=[384]", (384, 384))])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("aug.scale=256", (256, 256)),
+        ("aug.scale=[256,512]", (256, 512)),
+        ("aug.scale=[384]", (384, 384)),
+    ],
+)
 def test_scale_override_from_command_line(cfg_factory, override, expected):
     train, _ = build_transforms(aug_of(cfg_factory, "aug=vgg", override), flat_stats())
     assert (train.rescale.scale_min, train.rescale.scale_max) == expected
@@ -95,8 +107,10 @@ def test_default_eval_scale_rule():
 # -- mean colour and lighting -----------------------------------------------------------------
 def test_mean_rgb_is_mean_of_the_mean_image():
     rows = np.arange(8, dtype=np.float32)[:, None, None]
-    mean_image = np.concatenate([np.broadcast_to(rows * 10, (8, 8, 1)),
-                                 np.full((8, 8, 1), 50.0), np.full((8, 8, 1), 7.0)], axis=-1)
+    mean_image = np.concatenate(
+        [np.broadcast_to(rows * 10, (8, 8, 1)), np.full((8, 8, 1), 50.0), np.full((8, 8, 1), 7.0)],
+        axis=-1,
+    )
     stats = stats_with_mean(mean_image)
     assert mean_rgb_from_stats(stats) == pytest.approx((35.0, 50.0, 7.0))
     # a constant image minus the mean colour, whatever crop, flip and scale were drawn
@@ -111,8 +125,9 @@ def test_mean_rgb_is_mean_of_the_mean_image():
 def test_lighting_is_alexnets_pca_offset():
     # Same statistics file, same colour shift as AlexNet's PCALighting for the same alphas.
     stats = flat_stats((10.0, 20.0, 30.0))
-    train, _ = build_vgg_transforms({"name": "vgg", "scale": 40, "crop": 32, "flip": False,
-                                     "lighting": 0.1, "seed": 5}, stats)
+    train, _ = build_vgg_transforms(
+        {"name": "vgg", "scale": 40, "crop": 32, "flip": False, "lighting": 0.1, "seed": 5}, stats
+    )
     out = train(np.full((40, 40, 3), 100, dtype=np.uint8))
     g = torch.Generator().manual_seed(5)
     torch.randint(0, 9, (1,), generator=g), torch.randint(0, 9, (1,), generator=g)  # crop corner
@@ -167,14 +182,17 @@ def test_dense_collate_keeps_sizes():
     assert VGGDenseEval.collate_fn is not None and not hasattr(VGGCenterEval, "collate_fn")
 
 
-@pytest.mark.parametrize("aug, match", [
-    ({"scale": 256, "pad": 4}, r"\['pad'\].*aug.name=vgg"),
-    ({"scale": 256, "eval": "ten_crop"}, "aug.eval='ten_crop' is unknown for aug.name=vgg"),
-    ({"scale": 256, "lighting": -1}, "lighting"),
-    ({"scale": 200}, "crop=224 is larger than the smallest scale"),
-    ({"scale": 256, "eval": "center", "eval_scale": 200}, "crop=224 is larger"),
-    ({"scale": [512, 256]}, "S_min <= S_max"),
-])
+@pytest.mark.parametrize(
+    "aug, match",
+    [
+        ({"scale": 256, "pad": 4}, r"\['pad'\].*aug.name=vgg"),
+        ({"scale": 256, "eval": "ten_crop"}, "aug.eval='ten_crop' is unknown for aug.name=vgg"),
+        ({"scale": 256, "lighting": -1}, "lighting"),
+        ({"scale": 200}, "crop=224 is larger than the smallest scale"),
+        ({"scale": 256, "eval": "center", "eval_scale": 200}, "crop=224 is larger"),
+        ({"scale": [512, 256]}, "S_min <= S_max"),
+    ],
+)
 def test_bad_aug_raises_clearly(aug, match):
     with pytest.raises(ValueError, match=match):
         build_vgg_transforms({"name": "vgg", **aug}, flat_stats())
@@ -196,13 +214,23 @@ def test_seeded_train_preset_differs_per_worker(monkeypatch):
 @pytest.fixture
 def vgg_synthetic(cfg_factory):
     """A tiny synthetic data module with aug=vgg_cifar (scale jitter, so every draw shows)."""
+
     def make(num_workers: int):
-        cfg = cfg_factory(["data=synthetic", "data.train_size=24", "data.batch_size=4",
-                           f"data.num_workers={num_workers}", "aug=vgg_cifar",
-                           "aug.scale=[32,48]", "aug.lighting=0.1"])
+        cfg = cfg_factory(
+            [
+                "data=synthetic",
+                "data.train_size=24",
+                "data.batch_size=4",
+                f"data.num_workers={num_workers}",
+                "aug=vgg_cifar",
+                "aug.scale=[32,48]",
+                "aug.lighting=0.1",
+            ]
+        )
         dm = build_data(cfg)
         dm.order_seed = 7
         return dm
+
     return make
 
 
@@ -234,8 +262,17 @@ IMAGENET = ["data=imagenet", "data.num_classes=3", "data.batch_size=4", "data.nu
 
 
 def test_imagenet_image_size_null_keeps_originals(cfg_factory, imagenet_folder):
-    cfg = cfg_factory([*IMAGENET, f"paths.data_dir={imagenet_folder}", "data.image_size=null",
-                       "aug=vgg", "aug.scale=[40,64]", "aug.crop=32", "aug.eval_scale=48"])
+    cfg = cfg_factory(
+        [
+            *IMAGENET,
+            f"paths.data_dir={imagenet_folder}",
+            "data.image_size=null",
+            "aug=vgg",
+            "aug.scale=[40,64]",
+            "aug.crop=32",
+            "aug.eval_scale=48",
+        ]
+    )
     dm = build_data(cfg)
     assert dm.train_set.load(0).shape == (260, 300, 3)  # the file's own size
     assert dm.stats().image_size == (256, 256)  # statistics from the 256 centre crops
@@ -248,7 +285,8 @@ def test_imagenet_image_size_null_keeps_originals(cfg_factory, imagenet_folder):
 
 
 def test_imagenet_image_size_null_needs_aug_vgg(cfg_factory, imagenet_folder):
-    cfg = cfg_factory([*IMAGENET, f"paths.data_dir={imagenet_folder}", "data.image_size=null",
-                       "aug=paper"])
+    cfg = cfg_factory(
+        [*IMAGENET, f"paths.data_dir={imagenet_folder}", "data.image_size=null", "aug=paper"]
+    )
     with pytest.raises(ValueError, match="data.image_size=null .* only aug=vgg .* aug=paper"):
         build_data(cfg)

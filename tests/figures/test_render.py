@@ -44,10 +44,19 @@ def png(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A tiny synthetic data module and an untrained AlexNet-CIFAR with towers=2."""
-    cfg = compose_config("train", ["data=synthetic", "aug=none", "data.train_size=96",
-                                   "data.val_size=16", "data.test_size=24", "data.num_classes=4",
-                                   "model.init=kaiming"],  # untrained, yet images differ in fc7
-                         tmp_path_factory.mktemp("run"))
+    cfg = compose_config(
+        "train",
+        [
+            "data=synthetic",
+            "aug=none",
+            "data.train_size=96",
+            "data.val_size=16",
+            "data.test_size=24",
+            "data.num_classes=4",
+            "model.init=kaiming",
+        ],  # untrained, yet images differ in fc7
+        tmp_path_factory.mktemp("run"),
+    )
     torch.manual_seed(0)
     return build_module(cfg), build_data(cfg)
 
@@ -62,7 +71,8 @@ def test_render_writes_every_figure_with_right_content(synthetic, tmp_path):
     expected = {*FILES, "per_class_error"}
     assert set(out.paths) == expected
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
-        [*FILES.values(), PER_CLASS_CSV])
+        [*FILES.values(), PER_CLASS_CSV]
+    )
     for name, file in FILES.items():
         assert out.paths[name] == tmp_path / "figures" / file
         png(out.paths[name])
@@ -96,10 +106,17 @@ def test_neighbours_are_the_true_nearest_training_images(synthetic, tmp_path):
     rest follow the brute-force distance order of the features."""
     module, dm = synthetic
     train = dm.train_set
-    same = SimpleNamespace(train_set=train, val_set=dm.val_set, num_classes=4, batch_size=32,
-                           test_set=with_transform(train, dm.val_set.transform), class_names=[])
-    out = render_figures(module, same, tmp_path,
-                         RenderOptions(examples=2, queries=4, neighbours=3, device="cpu"))
+    same = SimpleNamespace(
+        train_set=train,
+        val_set=dm.val_set,
+        num_classes=4,
+        batch_size=32,
+        test_set=with_transform(train, dm.val_set.transform),
+        class_names=[],
+    )
+    out = render_figures(
+        module, same, tmp_path, RenderOptions(examples=2, queries=4, neighbours=3, device="cpu")
+    )
     assert out.neighbour_indices.shape == (4, 3)
     assert out.neighbour_indices[:, 0].tolist() == out.query_indices.tolist()
     with torch.inference_mode():
@@ -112,8 +129,14 @@ def test_neighbours_are_the_true_nearest_training_images(synthetic, tmp_path):
 
 def test_train_images_subset_and_options_checked(synthetic, tmp_path):
     module, dm = synthetic
-    out = render_figures(module, dm, tmp_path, RenderOptions(
-        examples=1, queries=2, neighbours=2, train_images=10, test_images=5, device="cpu"))
+    out = render_figures(
+        module,
+        dm,
+        tmp_path,
+        RenderOptions(
+            examples=1, queries=2, neighbours=2, train_images=10, test_images=5, device="cpu"
+        ),
+    )
     assert sum(r["n"] for r in out.tables["per_class_error"]) == 5
     assert len(np.unique(out.neighbour_indices)) <= 10
     with pytest.raises(ValueError, match="figures.queries"):
@@ -136,13 +159,16 @@ def build_module_with_classes(n: int):
     return Classifier(model={"name": "alexnet_cifar", "num_classes": n})
 
 
-@pytest.mark.parametrize("name,kwargs,towers", [
-    ("alexnet", {"towers": 2}, 2),
-    ("alexnet", {"towers": 1}, 1),
-    ("alexnet_cifar", {"towers": 1}, 1),
-    ("alexnet_tv", {}, 1),
-    ("vgg_cifar", {"config": "A"}, 1),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,towers",
+    [
+        ("alexnet", {"towers": 2}, 2),
+        ("alexnet", {"towers": 1}, 1),
+        ("alexnet_cifar", {"towers": 1}, 1),
+        ("alexnet_tv", {}, 1),
+        ("vgg_cifar", {"config": "A"}, 1),
+    ],
+)
 def test_draw_kernels_layout_per_network(name, kwargs, towers, tmp_path):
     net = build_model(name, num_classes=10, **kwargs)
     weight = first_conv(net).weight
@@ -199,17 +225,35 @@ def test_render_from_the_jpeg_store(imagenet_folder, tmp_path):
     (root / "imagenet").mkdir(parents=True)
     for split in ("train", "val"):
         (root / "imagenet" / split).symlink_to(imagenet_folder / "imagenet" / split)
-        write_store(index_folder(root / "imagenet" / split, "hint"),
-                    store_folder(root / "imagenet"), split, workers=0)
-    cfg = compose_config("train", ["data=imagenet", "model=alexnet", "aug=paper",
-                                   "data.num_classes=3", "data.store=true", "data.batch_size=4",
-                                   "data.num_workers=0", f"paths.data_dir={root}"],
-                         tmp_path / "run")
+        write_store(
+            index_folder(root / "imagenet" / split, "hint"),
+            store_folder(root / "imagenet"),
+            split,
+            workers=0,
+        )
+    cfg = compose_config(
+        "train",
+        [
+            "data=imagenet",
+            "model=alexnet",
+            "aug=paper",
+            "data.num_classes=3",
+            "data.store=true",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            f"paths.data_dir={root}",
+        ],
+        tmp_path / "run",
+    )
     torch.manual_seed(0)
     module, dm = build_module(cfg), build_data(cfg)
     assert isinstance(dm.test_set, StoreDataset)
-    out = render_figures(module, dm, tmp_path / "figures",
-                         RenderOptions(examples=2, queries=2, neighbours=2, device="cpu"))
+    out = render_figures(
+        module,
+        dm,
+        tmp_path / "figures",
+        RenderOptions(examples=2, queries=2, neighbours=2, device="cpu"),
+    )
     assert set(out.paths) == {"kernels", "top5", "neighbours", "confusion", "per_class_error"}
     for name in ("top5", "neighbours", "confusion"):
         png(out.paths[name])

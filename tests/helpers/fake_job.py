@@ -24,6 +24,9 @@ if "model.init=kill" in overrides:
 if "model.init=crash" in overrides:
     print("RuntimeError: the GPU fell off the bus", file=sys.stderr)
     sys.exit(3)
-results = {"status": "ok", "metrics": {"test/top1_err": 0.5, "test/top5_err": 0.1},
-           "config": {"model": {"name": "four_layer"}, "task_name": "cifar_lrn"}}
+results = {
+    "status": "ok",
+    "metrics": {"test/top1_err": 0.5, "test/top5_err": 0.1},
+    "config": {"model": {"name": "four_layer"}, "task_name": "cifar_lrn"},
+}
 (job / "results.json").write_text(json.dumps(results))

@@ -27,8 +27,9 @@ def test_dense_posteriors_match_image_by_image(net):
     with torch.no_grad():
         probs = dense_posteriors(net, [a, b, c, multi])
         one_by_one = [net.dense_scores(x[None])[0] for x in (a, b, c)]
-        one_by_one.append((net.dense_scores(multi[0][None])[0]
-                           + net.dense_scores(multi[1][None])[0]) / 2)
+        one_by_one.append(
+            (net.dense_scores(multi[0][None])[0] + net.dense_scores(multi[1][None])[0]) / 2
+        )
     assert probs.shape == (4, 10) and probs.dtype == torch.float32
     torch.testing.assert_close(probs, torch.stack(one_by_one), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(probs.sum(1), torch.ones(4))

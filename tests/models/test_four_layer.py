@@ -11,8 +11,10 @@ from alexnet.models.four_layer import PAPER_INIT_STD
 def test_layers_and_map_sizes_follow_layers_18pct():
     model = FourLayerCNN()
     assert [m.out_channels for m in (model.conv1, model.conv2, model.conv3)] == [32, 32, 64]
-    assert all(m.kernel_size == (5, 5) and m.padding == (2, 2)
-               for m in (model.conv1, model.conv2, model.conv3))
+    assert all(
+        m.kernel_size == (5, 5) and m.padding == (2, 2)
+        for m in (model.conv1, model.conv2, model.conv3)
+    )
     assert isinstance(model.pool1, nn.MaxPool2d)
     assert isinstance(model.pool2, nn.AvgPool2d) and isinstance(model.pool3, nn.AvgPool2d)
     x = torch.randn(3, 3, 32, 32)
@@ -36,14 +38,14 @@ def test_average_pool_divides_by_pixels_inside_the_image():
 
 def test_lrn_knob_uses_the_paper_normalisation_after_pooling():
     with_lrn, without = FourLayerCNN(lrn=True), FourLayerCNN(lrn=False)
-    assert isinstance(with_lrn.norm1, LocalResponseNorm) and isinstance(with_lrn.norm2,
-                                                                       LocalResponseNorm)
+    assert isinstance(with_lrn.norm1, LocalResponseNorm) and isinstance(
+        with_lrn.norm2, LocalResponseNorm
+    )
     norm = with_lrn.norm1
     assert (norm.size, norm.alpha, norm.beta, norm.k) == (5, 1e-4, 0.75, 2.0)
     assert isinstance(without.norm1, nn.Identity) and isinstance(without.norm2, nn.Identity)
     # same parameter names with and without LRN: checkpoints line up
-    assert [n for n, _ in with_lrn.named_parameters()] == [n for n, _ in
-                                                           without.named_parameters()]
+    assert [n for n, _ in with_lrn.named_parameters()] == [n for n, _ in without.named_parameters()]
     torch.manual_seed(0)
     without.load_state_dict(with_lrn.state_dict())
     x = torch.randn(2, 3, 32, 32) * 60
@@ -70,8 +72,9 @@ def test_paper_init_uses_cuda_convnet_stds_and_zero_biases():
     assert kaiming.conv2.weight.std().item() == pytest.approx((2 / 800) ** 0.5, rel=0.1)
 
 
-@pytest.mark.parametrize("knob,value", [("activation", "sigmoid"), ("init", "xavier"),
-                                        ("lrn_convention", "caffe")])
+@pytest.mark.parametrize(
+    "knob,value", [("activation", "sigmoid"), ("init", "xavier"), ("lrn_convention", "caffe")]
+)
 def test_bad_knob_names_itself(knob, value):
     with pytest.raises(ValueError, match=rf"{knob}={value!r} is unknown"):
         FourLayerCNN(**{knob: value})

@@ -129,8 +129,9 @@ def test_backward_equals_autograd_through_the_formula(groups, channels_last):
     per_group = a.shape[1] // groups
 
     def reference(t):
-        return torch.cat([lrn_reference(t[:, i * per_group:(i + 1) * per_group])
-                          for i in range(groups)], dim=1)
+        return torch.cat(
+            [lrn_reference(t[:, i * per_group : (i + 1) * per_group]) for i in range(groups)], dim=1
+        )
 
     torch.testing.assert_close(lrn(a), reference(a))
     torch.testing.assert_close(_grad(lrn, a, g), _grad(reference, a, g))

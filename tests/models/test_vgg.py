@@ -406,8 +406,9 @@ def test_input_scale_is_applied_in_both_paths():
     x = torch.randn(2, 3, 32, 32) * 60
     with torch.no_grad():
         torch.testing.assert_close(scaled(x), plain(x * 0.5))
-        torch.testing.assert_close(scaled.dense_forward(x).flatten(1), plain(x * 0.5),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            scaled.dense_forward(x).flatten(1), plain(x * 0.5), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_kaiming_on_raw_pixels_starts_near_chance_and_trains():

@@ -19,8 +19,9 @@ def free_port() -> int:
 def _entry(rank: int, fn, port: int, world: int, args: tuple) -> None:
     torch.set_num_threads(1)  # two processes on the CI's two cores
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         fn(rank, *args)
     finally:

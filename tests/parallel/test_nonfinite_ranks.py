@@ -39,8 +39,14 @@ def test_one_process_keeps_its_own_flag():
 
 
 def skipping_worker(rank: int, port: int, fused: bool, tmp: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank),
-                      NODE_RANK="0", WORLD_SIZE="2", NO_ALBUMENTATIONS_UPDATE="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+        WORLD_SIZE="2",
+        NO_ALBUMENTATIONS_UPDATE="1",
+    )
     torch.set_num_threads(1)
     from conftest import compose_config
 
@@ -52,17 +58,24 @@ def skipping_worker(rank: int, port: int, fused: bool, tmp: str) -> None:
         return loss * math.nan if bad else loss
 
     Classifier.training_step = training_step
-    cfg = compose_config("train", [*overrides("ddp"), "model.conv_width=0.25",
-                                   f"optim.fused={str(fused).lower()}"], Path(tmp) / "run")
+    cfg = compose_config(
+        "train",
+        [*overrides("ddp"), "model.conv_width=0.25", f"optim.fused={str(fused).lower()}"],
+        Path(tmp) / "run",
+    )
     L.seed_everything(cfg.seed)
     datamodule, module = build_data(cfg), build_module(cfg)
     guard = NonFiniteGuard("skip")
     trainer = make_trainer(cfg, [guard])
     prepare_parallel(trainer, datamodule)
     trainer.fit(module, datamodule=datamodule)
-    torch.save({"skipped": guard.skipped,
-                "weights": {k: v.detach().clone() for k, v in module.net.named_parameters()}},
-               Path(tmp) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "skipped": guard.skipped,
+            "weights": {k: v.detach().clone() for k, v in module.net.named_parameters()},
+        },
+        Path(tmp) / f"rank{rank}.pt",
+    )
 
 
 @pytest.mark.slow

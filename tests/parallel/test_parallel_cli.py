@@ -19,20 +19,40 @@ from alexnet.eval import evaluate
 from alexnet.module import Classifier
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-TWO_CPU_PROCESSES = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                     "data=synthetic", "model=alexnet_cifar", "aug=none", "debug=limit",
-                     "data.batch_size=16", "callbacks.progress_bar=false"]
+TWO_CPU_PROCESSES = [
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.precision=32-true",
+    "data=synthetic",
+    "model=alexnet_cifar",
+    "aug=none",
+    "debug=limit",
+    "data.batch_size=16",
+    "callbacks.progress_bar=false",
+]
 
 
 def train_cli(overrides: list[str], log_dir: Path) -> Path:
     """Run a training; return its (only) run directory."""
     # this checkout's package, whatever is installed (the subprocess runs in another cwd)
     pythonpath = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": pythonpath, "LOG_DIR": str(log_dir),
-           "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-           "NO_ALBUMENTATIONS_UPDATE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "alexnet.train", *overrides], env=env,
-                          cwd=log_dir.parent, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "LOG_DIR": str(log_dir),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "alexnet.train", *overrides],
+        env=env,
+        cwd=log_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p for p in (log_dir / "train").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, f"one training, one run dir; got {runs}"
@@ -55,8 +75,7 @@ def test_ddp_cli_one_run_dir_one_wandb_run_global_batch_split(tmp_path):
     assert results["config"]["data"]["batch_size"] == 16  # the global batch, as configured
     assert "global batch 16 = 2 devices x 8" in (run / "train.log").read_text()
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
-    module = Classifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt",
-                                             map_location="cpu")
+    module = Classifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
     assert module.net.conv2.groups == 2
 
 
@@ -66,10 +85,19 @@ def test_towers_cli_checkpoint_scores_the_same_in_the_grouped_net(tmp_path, cfg_
     results = check_run_dir(run)
     # the towers tested the best checkpoint; the grouped net scores it the same in one process
     # (the same test batches: debug=limit tests 2 batches of 16)
-    eval_cfg = cfg_factory([f"ckpt_path={results['best_ckpt']}", "data=synthetic", "aug=none",
-                            "debug=limit", "data.batch_size=16", "trainer.accelerator=cpu",
-                            "trainer.precision=32-true"],
-                           name="eval", output_dir=tmp_path / "eval")
+    eval_cfg = cfg_factory(
+        [
+            f"ckpt_path={results['best_ckpt']}",
+            "data=synthetic",
+            "aug=none",
+            "debug=limit",
+            "data.batch_size=16",
+            "trainer.accelerator=cpu",
+            "trainer.precision=32-true",
+        ],
+        name="eval",
+        output_dir=tmp_path / "eval",
+    )
     scored = evaluate(eval_cfg)["metrics"]
     assert scored["test/loss"] == pytest.approx(results["metrics"]["test/loss"], rel=1e-5)
     assert scored["test/top1_err"] == pytest.approx(results["metrics"]["test/top1_err"])

@@ -37,10 +37,19 @@ GLOBAL_BATCH = 8
 
 
 def overrides(trainer: str) -> list[str]:
-    return [f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.precision=32-true", "data=synthetic", "data.num_workers=0",
-            f"data.batch_size={GLOBAL_BATCH}", "aug=none", "model=alexnet_cifar",
-            "model.dropout=0.0", "sched=none"]
+    return [
+        f"trainer={trainer}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "data=synthetic",
+        "data.num_workers=0",
+        f"data.batch_size={GLOBAL_BATCH}",
+        "aug=none",
+        "model=alexnet_cifar",
+        "model.dropout=0.0",
+        "sched=none",
+    ]
 
 
 class RecordBatches(L.Callback):
@@ -66,16 +75,28 @@ def snapshot(module, trainer) -> dict:
 
 def make_trainer(cfg, callbacks=()):
     return hydra.utils.instantiate(
-        cfg.trainer, logger=False, callbacks=list(callbacks), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, max_steps=STEPS,
-        limit_val_batches=0, num_sanity_val_steps=0,
+        cfg.trainer,
+        logger=False,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=STEPS,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
     )
 
 
 def worker(rank: int, port: int, trainer_name: str, tmp: str) -> None:
     # What Lightning's launcher gives a process it started: the trainer then starts no other.
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank),
-                      NODE_RANK="0", WORLD_SIZE="2", NO_ALBUMENTATIONS_UPDATE="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+        WORLD_SIZE="2",
+        NO_ALBUMENTATIONS_UPDATE="1",
+    )
     torch.set_num_threads(1)
     from conftest import compose_config
 
@@ -94,9 +115,16 @@ def worker(rank: int, port: int, trainer_name: str, tmp: str) -> None:
     restored_module = build_module(cfg)
     restored_trainer = make_trainer(cfg)
     restored_trainer.fit(restored_module, datamodule=datamodule, ckpt_path=ckpt)
-    torch.save({"saved": saved, "restored": snapshot(restored_module, restored_trainer),
-                "batches": record.batches, "steps": trainer.global_step,
-                "restored_steps": restored_trainer.global_step}, Path(tmp) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "saved": saved,
+            "restored": snapshot(restored_module, restored_trainer),
+            "batches": record.batches,
+            "steps": trainer.global_step,
+            "restored_steps": restored_trainer.global_step,
+        },
+        Path(tmp) / f"rank{rank}.pt",
+    )
 
 
 def replay_single_process(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -136,13 +164,15 @@ def assert_close_to(expected: dict, got: dict) -> None:
     """
     for k, (v, init) in expected.items():
         update = (v - init).abs().max().item()
-        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-2 * update,
-                                   msg=lambda m, k=k: f"{k}: {m}")
+        torch.testing.assert_close(
+            got[k], v, rtol=1e-4, atol=1e-2 * update, msg=lambda m, k=k: f"{k}: {m}"
+        )
 
 
 @pytest.mark.slow
-def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(tmp_path,
-                                                                              cfg_factory):
+def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(
+    tmp_path, cfg_factory
+):
     ranks = run("towers", tmp_path)
     assert ranks[0]["steps"] == ranks[1]["steps"] == STEPS
     assert ranks[0]["restored_steps"] == STEPS
@@ -154,8 +184,10 @@ def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(tm
         assert_bit_identical(r["saved"]["weights"], r["restored"]["weights"], "weights")
         assert_bit_identical(r["saved"]["momentum"], r["restored"]["momentum"], "momentum")
     # the towers hold different halves (a merged checkpoint would have made them equal)
-    assert not torch.equal(ranks[0]["restored"]["weights"]["conv3.weight"],
-                           ranks[1]["restored"]["weights"]["conv3.weight"])
+    assert not torch.equal(
+        ranks[0]["restored"]["weights"]["conv3.weight"],
+        ranks[1]["restored"]["weights"]["conv3.weight"],
+    )
 
     merged = grouped_state_dict([r["saved"]["weights"] for r in ranks])
     cfg = cfg_factory(overrides("towers"))
@@ -168,8 +200,9 @@ def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(tm
 
 
 @pytest.mark.slow
-def test_ddp_step_equals_one_process_on_the_global_batch_and_checkpoints_restore(tmp_path,
-                                                                               cfg_factory):
+def test_ddp_step_equals_one_process_on_the_global_batch_and_checkpoints_restore(
+    tmp_path, cfg_factory
+):
     ranks = run("ddp", tmp_path)
     assert ranks[0]["steps"] == STEPS
     # each rank got half of every global batch, different images

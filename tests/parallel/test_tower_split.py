@@ -80,8 +80,8 @@ def test_state_dict_split_and_merge_are_exact(cls):
         assert torch.equal(merged[name], grouped[name]), name
     # tower 1 holds the second half: conv1 kernels 48..95 (paper), fc8 columns 2048..4095
     c1, hidden = grouped["conv1.weight"].shape[0], grouped["fc8.weight"].shape[1]
-    assert torch.equal(towers[1]["conv1.weight"], grouped["conv1.weight"][c1 // 2:])
-    assert torch.equal(towers[1]["fc8.weight"], grouped["fc8.weight"][:, hidden // 2:])
+    assert torch.equal(towers[1]["conv1.weight"], grouped["conv1.weight"][c1 // 2 :])
+    assert torch.equal(towers[1]["fc8.weight"], grouped["fc8.weight"][:, hidden // 2 :])
 
 
 def test_tower_built_from_the_grouped_net_holds_its_exact_slices():
@@ -108,10 +108,13 @@ def test_same_seed_on_both_ranks_gives_two_different_towers():
     assert not torch.equal(towers[0]["conv3.weight"], towers[1]["conv3.weight"])
 
 
-@pytest.mark.parametrize("net, message", [
-    (lambda: meta(AlexNet, towers=1), "towers=2"),
-    (lambda: meta(AlexNetTV), "towers=2"),
-])
+@pytest.mark.parametrize(
+    "net, message",
+    [
+        (lambda: meta(AlexNet, towers=1), "towers=2"),
+        (lambda: meta(AlexNetTV), "towers=2"),
+    ],
+)
 def test_tower_split_rejects_nets_without_two_towers(net, message):
     with pytest.raises(ValueError, match=message):
         TowerAlexNet(net(), 0)
@@ -150,8 +153,9 @@ def test_trainer_configs_pick_their_strategy_and_module(cfg_factory):
     assert isinstance(trainer.strategy, TowerStrategy)
     assert module_class(cfg.trainer) is TowerClassifier
     assert data_parallel_size(trainer) == 1  # both towers see the whole batch
-    cfg, trainer = trainer_from(cfg_factory, ["trainer=ddp", "trainer.accelerator=cpu",
-                                              "trainer.devices=2"])
+    cfg, trainer = trainer_from(
+        cfg_factory, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    )
     assert isinstance(trainer.strategy, DDPStrategy)
     assert module_class(cfg.trainer) is Classifier
     assert data_parallel_size(trainer) == 2
@@ -167,8 +171,9 @@ class _Data:
 @pytest.mark.parametrize("devices, per_device", [(1, 128), (2, 64), (4, 32)])
 def test_global_batch_is_split_over_ddp_devices(cfg_factory, devices, per_device):
     strategy = "trainer=ddp" if devices > 1 else "trainer=cpu"
-    _, trainer = trainer_from(cfg_factory, [strategy, "trainer.accelerator=cpu",
-                                            f"trainer.devices={devices}"])
+    _, trainer = trainer_from(
+        cfg_factory, [strategy, "trainer.accelerator=cpu", f"trainer.devices={devices}"]
+    )
     data = _Data()
     assert split_global_batch(data, trainer) == per_device == data.batch_size
 
@@ -180,8 +185,9 @@ def test_towers_keep_the_whole_batch(cfg_factory):
 
 
 def test_uneven_global_batch_is_a_clear_error(cfg_factory):
-    _, trainer = trainer_from(cfg_factory, ["trainer=ddp", "trainer.accelerator=cpu",
-                                            "trainer.devices=3"])
+    _, trainer = trainer_from(
+        cfg_factory, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"]
+    )
     data = _Data()
     with pytest.raises(ValueError, match="data.batch_size=128 is the global batch.*multiple of 3"):
         split_global_batch(data, trainer)
@@ -194,10 +200,13 @@ def test_towers_need_two_processes():
         check_tower_world(1, 4)
 
 
-@pytest.mark.parametrize("model, message", [
-    ({"name": "alexnet_tv"}, "model=alexnet or model=alexnet_cifar"),
-    ({"name": "alexnet", "towers": 1}, "model.towers=2"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"name": "alexnet_tv"}, "model=alexnet or model=alexnet_cifar"),
+        ({"name": "alexnet", "towers": 1}, "model.towers=2"),
+    ],
+)
 def test_tower_module_rejects_models_it_cannot_split(model, message):
     with pytest.raises(ValueError, match=message):
         TowerClassifier({"num_classes": 10, **model})
@@ -210,12 +219,15 @@ def test_tower_module_keeps_the_classifier_hparams():
     assert dict(module.hparams) == {"model": model, "channels_last": False, "compile": False}
 
 
-@pytest.mark.parametrize("env, zero", [
-    ({}, True),
-    ({"NODE_RANK": "0"}, True),
-    ({"NODE_RANK": "1"}, False),  # a second node started by hand
-    ({"NODE_RANK": "1", "RANK": "0"}, True),  # RANK wins (torchrun)
-])
+@pytest.mark.parametrize(
+    "env, zero",
+    [
+        ({}, True),
+        ({"NODE_RANK": "0"}, True),
+        ({"NODE_RANK": "1"}, False),  # a second node started by hand
+        ({"NODE_RANK": "1", "RANK": "0"}, True),  # RANK wins (torchrun)
+    ],
+)
 def test_rank_zero_from_the_environment(env, zero, monkeypatch):
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -224,13 +236,17 @@ def test_rank_zero_from_the_environment(env, zero, monkeypatch):
     assert (rank_zero_only.rank == 0) is zero
 
 
-@pytest.mark.parametrize("trainer_overrides, refused", [
-    (["trainer=ddp", "trainer.devices=2"], True),
-    (["trainer=towers"], True),
-    (["trainer=cpu"], False),
-])
-def test_multirun_refuses_trainers_that_relaunch_the_script(trainer_overrides, refused,
-                                                             cfg_factory):
+@pytest.mark.parametrize(
+    "trainer_overrides, refused",
+    [
+        (["trainer=ddp", "trainer.devices=2"], True),
+        (["trainer=towers"], True),
+        (["trainer=cpu"], False),
+    ],
+)
+def test_multirun_refuses_trainers_that_relaunch_the_script(
+    trainer_overrides, refused, cfg_factory
+):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -257,8 +273,9 @@ def test_multirun_refuses_trainers_that_relaunch_the_script(trainer_overrides, r
 def test_ranks_get_their_own_random_streams(cfg_factory, monkeypatch):
     from alexnet.parallel.launch import RankSeed, prepare_parallel
 
-    _, trainer = trainer_from(cfg_factory, ["trainer=ddp", "trainer.accelerator=cpu",
-                                            "trainer.devices=2"])
+    _, trainer = trainer_from(
+        cfg_factory, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    )
     prepare_parallel(trainer, _Data())
     assert any(isinstance(c, RankSeed) for c in trainer.callbacks)
 

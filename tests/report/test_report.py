@@ -17,8 +17,12 @@ from alexnet.report.sweep import expand_grid, read_sweep
 
 # test top-1 error (points) per (lrn, pool) cell and seed: variance 4 in every cell, so the LRN
 # effect is -3 [-5.66, -0.34] (df 8) and the pooling effect -1 [-3.66, +1.66] (see test_stats)
-TOP1 = {("True", "overlap"): [20, 22, 24], ("False", "overlap"): [23, 25, 27],
-        ("True", "nonoverlap"): [21, 23, 25], ("False", "nonoverlap"): [24, 26, 28]}
+TOP1 = {
+    ("True", "overlap"): [20, 22, 24],
+    ("False", "overlap"): [23, 25, 27],
+    ("True", "nonoverlap"): [21, 23, 25],
+    ("False", "nonoverlap"): [24, 26, 28],
+}
 LRN_POOL = {"model.lrn": "true,false", "model.pool": "overlap,nonoverlap", "seed": "0,1,2"}
 
 
@@ -36,19 +40,24 @@ def lrn_pool_sweep(sweep, skip=(), fail=(), incomplete=(), curves=True):
             continue
         top1 = TOP1[cell][seed] / 100
         status = "failed" if (cell, seed) in fail else None if (cell, seed) in incomplete else "ok"
-        job = write_job(sweep, overrides, status=status,
-                        metrics={"test/top1_err": top1, "test/top5_err": top1 - 0.1}
-                        if status == "ok" else {},
-                        error="RuntimeError: CUDA out of memory" if status == "failed" else None)
+        job = write_job(
+            sweep,
+            overrides,
+            status=status,
+            metrics={"test/top1_err": top1, "test/top5_err": top1 - 0.1} if status == "ok" else {},
+            error="RuntimeError: CUDA out of memory" if status == "failed" else None,
+        )
         if curves and status == "ok":
             write_curves(job, [0.8, 0.5, top1 + 0.05], val_err=[0.85, 0.6, top1 + 0.02])
     return multirun
 
 
 def test_expand_grid_as_hydra_does(tmp_path):
-    multirun = write_multirun(tmp_path, {"model.lrn": "true,false", "seed": "0,1,2"},
-                              ["model.pool=overlap,nonoverlap", "trainer.max_epochs=2",
-                               "seed=5,6"])
+    multirun = write_multirun(
+        tmp_path,
+        {"model.lrn": "true,false", "seed": "0,1,2"},
+        ["model.pool=overlap,nonoverlap", "trainer.max_epochs=2", "seed=5,6"],
+    )
     grid = expand_grid(multirun)
     # the command line's seed=5,6 replaces the experiment's seeds, as Hydra's sweeper does
     assert len(grid) == 2 * 2 * 2
@@ -62,8 +71,11 @@ def test_report_of_a_full_grid(tmp_path):
     sweep = report.sweep
     assert sweep.factors == ["model.lrn", "model.pool"] and sweep.replicate == "seed"
     assert [c.label for c in sweep.cells()] == [
-        "model.lrn=True,model.pool=overlap", "model.lrn=True,model.pool=nonoverlap",
-        "model.lrn=False,model.pool=overlap", "model.lrn=False,model.pool=nonoverlap"]
+        "model.lrn=True,model.pool=overlap",
+        "model.lrn=True,model.pool=nonoverlap",
+        "model.lrn=False,model.pool=overlap",
+        "model.lrn=False,model.pool=nonoverlap",
+    ]
 
     rows = read_csv(tmp_path / "report.csv")
     cells = [r for r in rows if r["section"] == "cell" and r["metric"] == "test/top1_err"]
@@ -71,7 +83,10 @@ def test_report_of_a_full_grid(tmp_path):
     first = cells[0]
     half = 4.302653 * 2 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n), s = 2
     assert (first["name"], first["n"], float(first["mean"])) == (
-        "model.lrn=True,model.pool=overlap", "3", pytest.approx(22.0))
+        "model.lrn=True,model.pool=overlap",
+        "3",
+        pytest.approx(22.0),
+    )
     assert float(first["ci_low"]) == pytest.approx(22 - half, abs=1e-4)
 
     claims = {(r["detail"].split(":")[0], r["metric"]): r for r in rows if r["section"] == "claim"}
@@ -95,8 +110,11 @@ def test_report_of_a_full_grid(tmp_path):
 def test_failed_incomplete_missing_and_stale_jobs_are_listed(tmp_path, capsys):
     on_o = ("True", "overlap")
     lrn_pool_sweep(tmp_path, fail=[(on_o, 0)], incomplete=[(on_o, 1)], skip=[(on_o, 2)])
-    write_job(tmp_path, ["model.lrn=True", "model.pool=overlap", "seed=0",
-                         "trainer.max_epochs=9"], name="left-by-another-command")
+    write_job(
+        tmp_path,
+        ["model.lrn=True", "model.pool=overlap", "seed=0", "trainer.max_epochs=9"],
+        name="left-by-another-command",
+    )
     assert main([str(tmp_path), "--no-wandb"]) == 1
     assert "3 of 12 jobs did not finish" in capsys.readouterr().err
     rows = read_csv(tmp_path / "report.csv")
@@ -107,13 +125,19 @@ def test_failed_incomplete_missing_and_stale_jobs_are_listed(tmp_path, capsys):
         "model.lrn=True,model.pool=overlap,seed=2": "not started",
     }
     assert jobs["model.lrn=True,model.pool=overlap,seed=0"]["detail"] == (
-        "RuntimeError: CUDA out of memory")
+        "RuntimeError: CUDA out of memory"
+    )
     assert [r["name"] for r in rows if r["section"] == "stale"] == ["left-by-another-command"]
     cell = next(r for r in rows if r["section"] == "cell" and r["metric"] == "test/top1_err")
     assert (cell["n"], cell["mean"], cell["detail"]) == ("0", "", "0/3 finished")
     # the empty cell leaves LRN's effect to the nonoverlap pair alone: 23 - 26
-    lrn = next(r for r in rows if r["section"] == "claim" and r["metric"] == "test/top1_err"
-               and r["detail"].startswith("lrn"))
+    lrn = next(
+        r
+        for r in rows
+        if r["section"] == "claim"
+        and r["metric"] == "test/top1_err"
+        and r["detail"].startswith("lrn")
+    )
     assert float(lrn["mean"]) == pytest.approx(-3.0)
     md = (tmp_path / "report.md").read_text()
     assert "## Jobs that did not finish" in md and "CUDA out of memory" in md
@@ -132,18 +156,28 @@ def test_single_seed_cells_are_inconclusive(tmp_path):
 
 
 def test_towers_claim_pairs_the_split_configs(tmp_path):
-    multirun = write_multirun(tmp_path, {"split": "two_towers,one_tower_half,one_tower",
-                                         "seed": "0,1"}, [], task_name="towers")
-    split = {"two_towers": (2, 1.0, [0.20, 0.21]), "one_tower_half": (1, 0.5, [0.23, 0.24]),
-             "one_tower": (1, 1.0, [0.205, 0.215])}
+    multirun = write_multirun(
+        tmp_path,
+        {"split": "two_towers,one_tower_half,one_tower", "seed": "0,1"},
+        [],
+        task_name="towers",
+    )
+    split = {
+        "two_towers": (2, 1.0, [0.20, 0.21]),
+        "one_tower_half": (1, 0.5, [0.23, 0.24]),
+        "one_tower": (1, 1.0, [0.205, 0.215]),
+    }
     for overrides in expand_grid(multirun):
         values = dict(o.split("=", 1) for o in overrides)
         towers, width, errs = split[values["split"]]
-        config = config_of([], model={"towers": towers, "conv_width": width},
-                           task_name="towers")
+        config = config_of([], model={"towers": towers, "conv_width": width}, task_name="towers")
         err = errs[int(values["seed"])]
-        write_job(tmp_path, overrides, config=config,
-                  metrics={"test/top1_err": err, "test/top5_err": err / 2})
+        write_job(
+            tmp_path,
+            overrides,
+            config=config,
+            metrics={"test/top1_err": err, "test/top5_err": err / 2},
+        )
     report = write_report(tmp_path, wandb=False)
     towers = [r for r in report.claims if r.claim.name == "towers"]
     assert [r.metric for r in towers] == ["test/top1_err", "test/top5_err"]
@@ -155,40 +189,54 @@ def test_towers_claim_pairs_the_split_configs(tmp_path):
 
 
 def test_four_layer_lrn_uses_the_cifar_claim(tmp_path):
-    multirun = write_multirun(tmp_path, {"model.lrn": "true,false", "seed": "0,1"}, [],
-                              task_name="cifar_lrn")
+    multirun = write_multirun(
+        tmp_path, {"model.lrn": "true,false", "seed": "0,1"}, [], task_name="cifar_lrn"
+    )
     for overrides in expand_grid(multirun):
         values = dict(o.split("=", 1) for o in overrides)
         config = config_of(overrides, model={"name": "four_layer"}, task_name="cifar_lrn")
         err = (0.11 if values["model.lrn"] == "True" else 0.13) + 0.002 * int(values["seed"])
-        write_job(tmp_path, overrides, config=config,
-                  metrics={"test/top1_err": err, "test/top5_err": 0.01})
+        write_job(
+            tmp_path,
+            overrides,
+            config=config,
+            metrics={"test/top1_err": err, "test/top5_err": 0.01},
+        )
     report = write_report(tmp_path, wandb=False)
     assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
-        ("cifar_lrn", "test/top1_err", -2.0)]
+        ("cifar_lrn", "test/top1_err", -2.0)
+    ]
     assert report.claims[0].estimate.mean == pytest.approx(-2.0)
 
 
 def lrn_sweep(sweep, model: str, top1: dict[str, list[float]], task_name: str):
     """model.lrn x 3 seeds of ``model``; top-1 error (points) per lrn value and seed, top-5 a
     third of it."""
-    multirun = write_multirun(sweep, {"model.lrn": "false,true", "seed": "0,1,2"}, [],
-                              task_name=task_name)
+    multirun = write_multirun(
+        sweep, {"model.lrn": "false,true", "seed": "0,1,2"}, [], task_name=task_name
+    )
     for overrides in expand_grid(multirun):
         values = dict(o.split("=", 1) for o in overrides)
         config = config_of(overrides, model={"name": model}, task_name=task_name)
         err = top1[values["model.lrn"]][int(values["seed"])] / 100
-        write_job(sweep, overrides, config=config,
-                  metrics={"test/top1_err": err, "test/top5_err": err / 3})
+        write_job(
+            sweep,
+            overrides,
+            config=config,
+            metrics={"test/top1_err": err, "test/top5_err": err / 3},
+        )
 
 
 def test_vgg_lrn_grid_is_judged_by_vggs_no_effect_claim(tmp_path):
     # VGG's Table 3 on a small scale: A-LRN +0.1 points over A (top-1), seeds +-0.1
-    lrn_sweep(tmp_path, "vgg_cifar", {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]},
-              "vgg_lrn")
+    lrn_sweep(
+        tmp_path, "vgg_cifar", {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]}, "vgg_lrn"
+    )
     report = write_report(tmp_path, wandb=False)
     assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
-        ("vgg_lrn", "test/top1_err", 0.1), ("vgg_lrn", "test/top5_err", 0.1)]
+        ("vgg_lrn", "test/top1_err", 0.1),
+        ("vgg_lrn", "test/top5_err", 0.1),
+    ]
     top1 = report.claims[0]
     assert top1.estimate.mean == pytest.approx(0.1)
     assert -0.5 < top1.estimate.low < 0.1 < top1.estimate.high < 0.5
@@ -199,14 +247,20 @@ def test_vgg_lrn_grid_is_judged_by_vggs_no_effect_claim(tmp_path):
     rows = read_csv(tmp_path / "report.csv")
     claims = [r for r in rows if r["section"] == "claim"]
     assert [(r["metric"], r["paper"], r["verdict"]) for r in claims] == [
-        ("test/top1_err", "0.1", REPRODUCED), ("test/top5_err", "0.1", REPRODUCED)]
+        ("test/top1_err", "0.1", REPRODUCED),
+        ("test/top5_err", "0.1", REPRODUCED),
+    ]
     assert "- vgg_lrn: **reproduced**" in (tmp_path / "report.md").read_text()
 
 
 def test_vgg_lrn_grid_with_alexnets_gain_is_not_vggs_result(tmp_path):
     # LRN lowering VGG's error by AlexNet's 1.4 points contradicts VGG's claim
-    lrn_sweep(tmp_path, "vgg", {"False": [31.0, 31.1, 31.2], "True": [29.6, 29.7, 29.8]},
-              "vgg_lrn_imagenet")
+    lrn_sweep(
+        tmp_path,
+        "vgg",
+        {"False": [31.0, 31.1, 31.2], "True": [29.6, 29.7, 29.8]},
+        "vgg_lrn_imagenet",
+    )
     top1 = write_report(tmp_path, wandb=False).claims[0]
     assert top1.claim.name == "vgg_lrn" and top1.estimate.mean == pytest.approx(-1.4)
     assert top1.verdict == NOT_REPRODUCED and "lowers the error by more than 0.5" in top1.reason
@@ -214,11 +268,14 @@ def test_vgg_lrn_grid_with_alexnets_gain_is_not_vggs_result(tmp_path):
 
 def test_alexnet_lrn_grid_keeps_alexnets_claim(tmp_path):
     # the same +0.1 effect on AlexNet: its LRN claim (-1.4 / -1.2), judged as before
-    lrn_sweep(tmp_path, "alexnet_cifar",
-              {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]}, "lrn")
+    lrn_sweep(
+        tmp_path, "alexnet_cifar", {"False": [29.5, 29.6, 29.7], "True": [29.6, 29.7, 29.8]}, "lrn"
+    )
     report = write_report(tmp_path, wandb=False)
     assert [(r.claim.name, r.metric, r.paper) for r in report.claims] == [
-        ("lrn", "test/top1_err", -1.4), ("lrn", "test/top5_err", -1.2)]
+        ("lrn", "test/top1_err", -1.4),
+        ("lrn", "test/top5_err", -1.2),
+    ]
     top1 = report.claims[0]
     assert top1.verdict == NOT_REPRODUCED and "rules out the paper's -1.4" in top1.reason
 
@@ -230,8 +287,9 @@ def test_first_epoch_at_or_under_25_percent():
     def curves(errs, images=True):
         out = {"train/top1_err": [(float(e), 10.0 * e, v) for e, v in enumerate(errs)]}
         if images:
-            out["train/images_seen"] = [(float(e), 10.0 * e, 1000.0 * (e + 1))
-                                        for e in range(len(errs))]
+            out["train/images_seen"] = [
+                (float(e), 10.0 * e, 1000.0 * (e + 1)) for e in range(len(errs))
+            ]
         return out
 
     assert first_reaching(curves([0.9, 0.5, 0.3, 0.25, 0.2])) == (4, 4000.0)  # 0.25 counts
@@ -247,24 +305,40 @@ def test_first_epoch_at_or_under_25_percent():
 def relu_tanh_sweep(sweep, epochs_to_25, max_epochs=40):
     """epochs_to_25[(act, lr)] = per-seed epoch count at which train error hits 25% (None:
     never within max_epochs)."""
-    multirun = write_multirun(sweep, {"model.activation": "relu,tanh",
-                                      "optim.lr": "0.01,0.02", "seed": "0,1,2"}, [],
-                              task_name="relu_vs_tanh")
+    multirun = write_multirun(
+        sweep,
+        {"model.activation": "relu,tanh", "optim.lr": "0.01,0.02", "seed": "0,1,2"},
+        [],
+        task_name="relu_vs_tanh",
+    )
     for overrides in expand_grid(multirun):
         values = dict(o.split("=", 1) for o in overrides)
         hit = epochs_to_25[(values["model.activation"], values["optim.lr"])][int(values["seed"])]
         n = hit if hit is not None else max_epochs
         errs = [0.9 - 0.6 * e / n for e in range(n - 1)] + [0.25 if hit else 0.3]
-        config = config_of(overrides, model={"name": "four_layer", "lrn": False},
-                           task_name="relu_vs_tanh")
-        job = write_job(sweep, overrides, config=config, epochs=n,
-                        metrics={"test/top1_err": 0.3, "test/top5_err": 0.05})
+        config = config_of(
+            overrides, model={"name": "four_layer", "lrn": False}, task_name="relu_vs_tanh"
+        )
+        job = write_job(
+            sweep,
+            overrides,
+            config=config,
+            epochs=n,
+            metrics={"test/top1_err": 0.3, "test/top5_err": 0.05},
+        )
         write_curves(job, errs)
 
 
 def test_relu_vs_tanh_speedup_picks_each_activations_fastest_rate(tmp_path):
-    relu_tanh_sweep(tmp_path, {("relu", "0.01"): [5, 5, 6], ("relu", "0.02"): [7, 8, 7],
-                               ("tanh", "0.01"): [30, 32, 31], ("tanh", "0.02"): [None] * 3})
+    relu_tanh_sweep(
+        tmp_path,
+        {
+            ("relu", "0.01"): [5, 5, 6],
+            ("relu", "0.02"): [7, 8, 7],
+            ("tanh", "0.01"): [30, 32, 31],
+            ("tanh", "0.02"): [None] * 3,
+        },
+    )
     report = write_report(tmp_path, wandb=False)
     s = report.speedup
     assert s.relu.cell.values["optim.lr"] == "0.01" and s.tanh.cell.values["optim.lr"] == "0.01"
@@ -290,15 +364,24 @@ def test_relu_vs_tanh_speedup_picks_each_activations_fastest_rate(tmp_path):
     assert "| 5.3 ± 1.4 | 240,000 ± 64,540 |" in md  # epochs, then images seen
     assert "| > 40 (3 never) | — |" in md
     relu_images, tanh_images = 45_000 * geo([5, 5, 6]), 45_000 * geo([30, 32, 31])
-    assert (f"ReLU model.activation=relu,optim.lr=0.01: {geo([5, 5, 6]):.1f} epochs, "
-            f"{relu_images:,.0f} images; tanh model.activation=tanh,optim.lr=0.01: "
-            f"{geo([30, 32, 31]):.1f} epochs, {tanh_images:,.0f} images") in md
+    assert (
+        f"ReLU model.activation=relu,optim.lr=0.01: {geo([5, 5, 6]):.1f} epochs, "
+        f"{relu_images:,.0f} images; tanh model.activation=tanh,optim.lr=0.01: "
+        f"{geo([30, 32, 31]):.1f} epochs, {tanh_images:,.0f} images"
+    ) in md
 
 
 def test_relu_vs_tanh_when_tanh_never_gets_there(tmp_path):
-    relu_tanh_sweep(tmp_path, {("relu", "0.01"): [4, 4, 5], ("relu", "0.02"): [None] * 3,
-                               ("tanh", "0.01"): [None] * 3, ("tanh", "0.02"): [None] * 3},
-                    max_epochs=20)
+    relu_tanh_sweep(
+        tmp_path,
+        {
+            ("relu", "0.01"): [4, 4, 5],
+            ("relu", "0.02"): [None] * 3,
+            ("tanh", "0.01"): [None] * 3,
+            ("tanh", "0.02"): [None] * 3,
+        },
+        max_epochs=20,
+    )
     s = write_report(tmp_path, wandb=False).speedup
     assert s.ratio is None and s.lower_bound == pytest.approx(20 / (4 * 4 * 5) ** (1 / 3))
     assert s.verdict == REPRODUCED and "tanh never reached 25% in 20 epochs" in s.reason
@@ -315,8 +398,12 @@ def test_report_is_logged_to_wandb_offline(tmp_path):
     multirun = write_multirun(tmp_path, {"model.lrn": "true,false"}, [])
     wandb = {"project": "alexnet-lab", "group": "my-sweep", "name": None, "mode": "offline"}
     for overrides, err in zip(expand_grid(multirun), (0.2, 0.3), strict=True):
-        write_job(tmp_path, overrides, config=config_of(overrides, wandb=wandb),
-                  metrics={"test/top1_err": err, "test/top5_err": err})
+        write_job(
+            tmp_path,
+            overrides,
+            config=config_of(overrides, wandb=wandb),
+            metrics={"test/top1_err": err, "test/top5_err": err},
+        )
     write_report(tmp_path, wandb=True)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

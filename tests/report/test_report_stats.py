@@ -14,8 +14,18 @@ from alexnet.report.claims import (
 from alexnet.report.stats import Estimate, contrast_ci, mean_ci, t_quantile
 
 # Two-sided 95% critical values from printed t tables (df: t_{0.975}).
-T_TABLE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 8: 2.306, 10: 2.228,
-               20: 2.086, 30: 2.042, 120: 1.980}
+T_TABLE_975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    8: 2.306,
+    10: 2.228,
+    20: 2.086,
+    30: 2.042,
+    120: 1.980,
+}
 
 
 @pytest.mark.parametrize("df,expected", sorted(T_TABLE_975.items()))
@@ -90,13 +100,16 @@ def test_contrast_without_spread_or_with_single_values():
     assert math.isnan(contrast_ci([(1, []), (-1, [1.0])]).mean)
 
 
-@pytest.mark.parametrize("low,high,paper,expected", [
-    (-3.0, -1.0, -1.4, REPRODUCED),       # helps, the paper's size inside
-    (-0.9, -0.1, -1.4, REPRODUCED),       # helps, less than the paper's
-    (0.2, 1.0, -1.4, NOT_REPRODUCED),     # hurts
-    (-0.3, 0.4, -1.4, NOT_REPRODUCED),    # no effect, and the paper's size ruled out
-    (-2.0, 0.5, -1.4, INCONCLUSIVE),      # 0 and the paper's size both possible
-])
+@pytest.mark.parametrize(
+    "low,high,paper,expected",
+    [
+        (-3.0, -1.0, -1.4, REPRODUCED),  # helps, the paper's size inside
+        (-0.9, -0.1, -1.4, REPRODUCED),  # helps, less than the paper's
+        (0.2, 1.0, -1.4, NOT_REPRODUCED),  # hurts
+        (-0.3, 0.4, -1.4, NOT_REPRODUCED),  # no effect, and the paper's size ruled out
+        (-2.0, 0.5, -1.4, INCONCLUSIVE),  # 0 and the paper's size both possible
+    ],
+)
 def test_verdict_rule(low, high, paper, expected):
     est = Estimate((low + high) / 2, low, high, 6, 8.0)
     assert verdict(est, paper)[0] == expected
@@ -109,14 +122,17 @@ def test_verdict_without_interval_is_inconclusive():
     assert "inside the CI" in reason
 
 
-@pytest.mark.parametrize("low,high,expected,says", [
-    (-0.3, 0.4, REPRODUCED, "the paper's +0.1 is inside the CI"),  # within ±0.5
-    (-0.45, 0.0, REPRODUCED, "within ±0.5"),          # within, the paper's +0.1 outside
-    (-2.3, -0.6, NOT_REPRODUCED, "lowers the error"),  # helps beyond the band (AlexNet's size)
-    (0.7, 1.5, NOT_REPRODUCED, "raises the error"),    # hurts beyond the band
-    (-1.5, 1.7, INCONCLUSIVE, "beyond ±0.5"),          # holds +0.1 but also -1.4: no evidence
-    (-0.9, -0.1, INCONCLUSIVE, "beyond ±0.5"),         # a gain, maybe inside the band, maybe not
-])
+@pytest.mark.parametrize(
+    "low,high,expected,says",
+    [
+        (-0.3, 0.4, REPRODUCED, "the paper's +0.1 is inside the CI"),  # within ±0.5
+        (-0.45, 0.0, REPRODUCED, "within ±0.5"),  # within, the paper's +0.1 outside
+        (-2.3, -0.6, NOT_REPRODUCED, "lowers the error"),  # helps beyond the band (AlexNet's size)
+        (0.7, 1.5, NOT_REPRODUCED, "raises the error"),  # hurts beyond the band
+        (-1.5, 1.7, INCONCLUSIVE, "beyond ±0.5"),  # holds +0.1 but also -1.4: no evidence
+        (-0.9, -0.1, INCONCLUSIVE, "beyond ±0.5"),  # a gain, maybe inside the band, maybe not
+    ],
+)
 def test_no_effect_verdict_is_an_equivalence_rule(low, high, expected, says):
     est = Estimate((low + high) / 2, low, high, 6, 8.0)
     got, reason = no_effect_verdict(est, 0.1, 0.5)

@@ -22,9 +22,16 @@ def test_readme_table_matches_the_committed_results(monkeypatch):
 
 def _job(folder: Path, status="ok", device="CPU X, 2 threads", train_time_s=1800.0, **metrics):
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({
-        "status": status, "metrics": metrics, "train_time_s": train_time_s,
-        "provenance": {"device": device, "commit": "abc", "dirty": False}}))
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "metrics": metrics,
+                "train_time_s": train_time_s,
+                "provenance": {"device": device, "commit": "abc", "dirty": False},
+            }
+        )
+    )
 
 
 def test_rows_from_a_grid_report_and_a_single_run(tmp_path):
@@ -33,18 +40,43 @@ def test_rows_from_a_grid_report_and_a_single_run(tmp_path):
         _job(grid / f"model.lrn=True,seed={seed}")
     with (grid / "report.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["section", "name", "metric", "n", "mean", "ci_low", "ci_high", "paper",
-                    "verdict", "detail"])
-        w.writerow(["claim", "model.lrn=True - model.lrn=False", "test/top1_err", "3", "-1.25",
-                    "-2.5", "0.5", "-2", "inconclusive at this n", "cifar_lrn: CIFAR-10"])
+        w.writerow(
+            [
+                "section",
+                "name",
+                "metric",
+                "n",
+                "mean",
+                "ci_low",
+                "ci_high",
+                "paper",
+                "verdict",
+                "detail",
+            ]
+        )
+        w.writerow(
+            [
+                "claim",
+                "model.lrn=True - model.lrn=False",
+                "test/top1_err",
+                "3",
+                "-1.25",
+                "-2.5",
+                "0.5",
+                "-2",
+                "inconclusive at this n",
+                "cifar_lrn: CIFAR-10",
+            ]
+        )
     _job(tmp_path / "cifar10_alexnet", train_time_s=7500, **{"test/top1_err": 0.187})
 
     table = render(tmp_path)
     lines = table.splitlines()
     assert len(lines) == 2 + len(ROWS)
     lrn = next(line for line in lines if line.startswith("| LRN lowers CIFAR-10"))
-    assert ("| -1.2 pt [-2.5, +0.5], n=3 | inconclusive at this n | CPU X, 2 threads "
-            "| 1 h 00 min |") in lrn
+    assert (
+        "| -1.2 pt [-2.5, +0.5], n=3 | inconclusive at this n | CPU X, 2 threads | 1 h 00 min |"
+    ) in lrn
     run = next(line for line in lines if line.startswith("| AlexNet-CIFAR"))
     assert "18.7% (81.3% accuracy), n=1" in run and "2 h 05 min" in run
     towers = next(line for line in lines if line.startswith("| Two towers"))

@@ -47,8 +47,13 @@ class FolderDataset(KeyedItems, Dataset):
     # Consecutive unusable files after which the folder is taken to be broken, not just dirty.
     MAX_REPLACEMENTS = 100
 
-    def __init__(self, index: FolderIndex, transform: Transform, size: int | None = 256,
-                 max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        index: FolderIndex,
+        transform: Transform,
+        size: int | None = 256,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
         self.index, self.transform, self.size = index, transform, size
         self.max_pixels = max_pixels
         self.record = ImageRecord(index.paths)
@@ -213,8 +218,13 @@ class ClassificationDataModule(L.LightningDataModule):
         from alexnet.data.device_loader import DeviceLoader
 
         loader = DeviceLoader(
-            dataset.images, dataset.labels, batch_transform_of(dataset.transform), batch_size,
-            shuffle=order is not None, drop_last=order is not None, device=self.model_device,
+            dataset.images,
+            dataset.labels,
+            batch_transform_of(dataset.transform),
+            batch_size,
+            shuffle=order is not None,
+            drop_last=order is not None,
+            device=self.model_device,
             **self._fast_loader_args(),
         )
         return start_where(loader, order)
@@ -223,8 +233,11 @@ class ClassificationDataModule(L.LightningDataModule):
         """The fast loaders' seed and rank: the training order's seed (the run's, or the
         checkpoint's), shared by every rank."""
         trainer = self.trainer
-        return {"seed": self.order_seed, "rank": trainer.global_rank if trainer else 0,
-                "world_size": trainer.world_size if trainer else 1}
+        return {
+            "seed": self.order_seed,
+            "rank": trainer.global_rank if trainer else 0,
+            "world_size": trainer.world_size if trainer else 1,
+        }
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
         # Training passes its resumable order as the sampler; evaluation passes none.
@@ -249,8 +262,9 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        order = train_order(len(self.train_set), self.batch_size, self.order_seed,
-                            self.trainer, self._resume_order)
+        order = train_order(
+            len(self.train_set), self.batch_size, self.order_seed, self.trainer, self._resume_order
+        )
         return self._loader(self.train_set, self.batch_size, sampler=order)
 
     def val_dataloader(self) -> DataLoader:

@@ -144,8 +144,10 @@ class BatchTrain:
             raise ValueError(f"crop={crop} is larger than the image ({h + 2 * pad}x{w + 2 * pad})")
 
     def __repr__(self) -> str:
-        return (f"BatchTrain(crop={self.crop}, pad={self.pad}, flip={self.flip}, "
-                f"lighting={self.lighting})")
+        return (
+            f"BatchTrain(crop={self.crop}, pad={self.pad}, flip={self.flip}, "
+            f"lighting={self.lighting})"
+        )
 
     def draw(self, n: int, generator: torch.Generator | None, device) -> Draws:
         """Crop corners uniform over every position (both ends included, as `A.RandomCrop`),
@@ -235,7 +237,12 @@ class BatchEval:
         # Image i's patches are rows i*k .. i*k + k - 1 of the output.
         source = torch.arange(n, device=images.device).repeat_interleave(k)
         out = crop_flip_centre(
-            images, mean_image, top.repeat(n), left.repeat(n), flip.repeat(n), self.crop,
+            images,
+            mean_image,
+            top.repeat(n),
+            left.repeat(n),
+            flip.repeat(n),
+            self.crop,
             source=source,
         )
         out = _to_nchw(out)
@@ -249,7 +256,10 @@ def batch_transform_of(preset: Preset) -> BatchTransform:
     """The batched twin of a reference preset (same statistics, crop, pad, flip, lighting)."""
     if isinstance(preset, (PaperTrain, CifarTrain)):
         return BatchTrain(
-            preset.stats, crop=preset.crop, pad=preset.pad, flip=preset.flip,
+            preset.stats,
+            crop=preset.crop,
+            pad=preset.pad,
+            flip=preset.flip,
             lighting=preset.lighting,
         )
     if isinstance(preset, TenCrop):

@@ -126,8 +126,9 @@ class RankBatches:
     def order(self, epoch: int) -> np.ndarray:
         """This rank's images of `epoch`, in order: from `(seed, epoch)` alone when shuffling."""
         n = self._num_images()
-        return self._rank_share(epoch_permutation(self.seed, epoch, n) if self.shuffle
-                                else np.arange(n))
+        return self._rank_share(
+            epoch_permutation(self.seed, epoch, n) if self.shuffle else np.arange(n)
+        )
 
     def batch_seed(self, epoch: int, batch: int) -> int:
         """The augmentation seed of batch `batch` of `epoch` on this rank."""

@@ -56,8 +56,10 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
     got = md5sum(part)
     if got != md5:
         part.unlink()
-        raise DataError(f"the download of {url} has MD5 {got}, expected {md5}: it is corrupt or "
-                        f"not the official file; nothing was kept, run again to retry")
+        raise DataError(
+            f"the download of {url} has MD5 {got}, expected {md5}: it is corrupt or "
+            f"not the official file; nothing was kept, run again to retry"
+        )
     part.replace(dest)
     return dest
 
@@ -68,12 +70,16 @@ def verify_batches(folder: Path) -> None:
     for name, md5 in batches.items():
         path = folder / name
         if not path.is_file():
-            raise DataError(f"{path} is missing: the CIFAR-10 batches are incomplete; delete "
-                            f"{folder} and run with data.download=true")
+            raise DataError(
+                f"{path} is missing: the CIFAR-10 batches are incomplete; delete "
+                f"{folder} and run with data.download=true"
+            )
         got = md5sum(path)
         if got != md5:
-            raise DataError(f"{path} has MD5 {got}, expected {md5}: the CIFAR-10 batches are "
-                            f"corrupt; delete {folder} and run with data.download=true")
+            raise DataError(
+                f"{path} has MD5 {got}, expected {md5}: the CIFAR-10 batches are "
+                f"corrupt; delete {folder} and run with data.download=true"
+            )
 
 
 def download_cifar10(folder: Path, timeout: float = 30.0) -> Path:
@@ -88,8 +94,10 @@ def download_cifar10(folder: Path, timeout: float = 30.0) -> Path:
     if archive.exists():
         got = md5sum(archive)
         if got != md5:
-            raise DataError(f"{archive} has MD5 {got}, expected {md5}: it is corrupt or not the "
-                            f"official CIFAR-10 archive; delete it and run again")
+            raise DataError(
+                f"{archive} has MD5 {got}, expected {md5}: it is corrupt or not the "
+                f"official CIFAR-10 archive; delete it and run again"
+            )
     else:
         fetch(url, archive, md5, timeout)
     staging = folder / f".{base}.unpacking"
@@ -101,8 +109,10 @@ def download_cifar10(folder: Path, timeout: float = 30.0) -> Path:
         verify_batches(staging / base)
         (staging / base).replace(folder / base)
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataError(f"{archive} cannot be unpacked safely ({type(err).__name__}: {err}); "
-                        f"delete it and run again") from err
+        raise DataError(
+            f"{archive} cannot be unpacked safely ({type(err).__name__}: {err}); "
+            f"delete it and run again"
+        ) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("CIFAR-10 verified and unpacked in %s", folder / base)

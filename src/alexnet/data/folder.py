@@ -44,9 +44,7 @@ def index_folder(root: Path, hint: str) -> FolderIndex:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         paths += files
         labels += [label] * len(files)
     if not paths:

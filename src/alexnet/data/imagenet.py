@@ -88,8 +88,9 @@ class ImageNetDataModule(ClassificationDataModule):
             rng = np.random.default_rng(0)
             keep = rng.choice(len(index), min(self.stats_images, len(index)), replace=False)
             dataset = Subset(dataset, np.sort(keep).tolist())
-        loader = DataLoader(dataset, batch_size=256, num_workers=self.num_workers,
-                            collate_fn=_stack_images)
+        loader = DataLoader(
+            dataset, batch_size=256, num_workers=self.num_workers, collate_fn=_stack_images
+        )
         return compute_stats(iter(loader))
 
     def setup(self, stage: str | None = None) -> None:
@@ -122,8 +123,10 @@ class ImageNetDataModule(ClassificationDataModule):
                 f"data.image_size={self.image_size}; set it to {train.size} or remake the store"
             )
         if val.classes != train.classes:
-            raise DataError(f"the train and val stores in {store_folder(self.folder)} have "
-                            f"different classes; remake them with `make imagenet-store`")
+            raise DataError(
+                f"the train and val stores in {store_folder(self.folder)} have "
+                f"different classes; remake them with `make imagenet-store`"
+            )
         self.check_classes(len(train.classes))
         self.class_names = train.classes
         train_tf, val_tf, test_tf = self.transforms()
@@ -137,9 +140,15 @@ class ImageNetDataModule(ClassificationDataModule):
         from alexnet.data.batch_transforms import batch_transform_of
 
         loader = StoreLoader(
-            dataset.store, batch_transform_of(dataset.transform), batch_size,
-            shuffle=order is not None, drop_last=order is not None, device=self.model_device,
-            threads=max(1, self.num_workers), decode=self.store_decode, **self._fast_loader_args(),
+            dataset.store,
+            batch_transform_of(dataset.transform),
+            batch_size,
+            shuffle=order is not None,
+            drop_last=order is not None,
+            device=self.model_device,
+            threads=max(1, self.num_workers),
+            decode=self.store_decode,
+            **self._fast_loader_args(),
         )
         return start_where(loader, order)
 
@@ -154,7 +163,9 @@ class ImageNetDataModule(ClassificationDataModule):
             log.warning(
                 "aug=vgg with data.image_size=%s: images are first cut to %sx%s centre squares "
                 "(AlexNet's preprocessing); data.image_size=null gives VGG the original images",
-                self.image_size, self.image_size, self.image_size,
+                self.image_size,
+                self.image_size,
+                self.image_size,
             )
 
 

@@ -51,8 +51,16 @@ _SKIP_MASK = sum(_BIT[k] for k in SKIPPED)
 # PIL's own default limit (~89.5 Mpx): larger files are refused before any pixel is decoded.
 MAX_PIXELS = 89_478_485
 TINY = 16
-SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
-                  ".webp": "WEBP", ".ppm": "PPM", ".tif": "TIFF", ".tiff": "TIFF"}
+SUFFIX_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+    ".ppm": "PPM",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
 class BadImage(DataError):
@@ -168,8 +176,12 @@ class ImageRecord:
         self.flags[i] = new
         added = kinds_of(new & ~old)
         if any(k in SKIPPED for k in added):
-            log.warning("skipping %s (%s): %s; a replacement image is used", self.paths[i],
-                        ", ".join(added), detail)
+            log.warning(
+                "skipping %s (%s): %s; a replacement image is used",
+                self.paths[i],
+                ", ".join(added),
+                detail,
+            )
         else:
             log.debug("%s: %s", self.paths[i], ", ".join(added))
 

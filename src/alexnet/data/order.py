@@ -62,8 +62,14 @@ class TrainOrder(DistributedSampler):
         rank: int = 0,
         epoch: int = 0,
     ) -> None:
-        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=False)
+        super().__init__(
+            range(size),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
         self.size, self.batch_size = size, batch_size
         self.epoch = epoch
         # (epoch, batches of it already trained on); kept, not consumed, so that iterating the

@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call.
 warnings.filterwarnings(
-    "ignore", message="The image decoding and encoding capabilities of TorchVision",
+    "ignore",
+    message="The image decoding and encoding capabilities of TorchVision",
     category=DeprecationWarning,
 )
 
@@ -130,14 +131,22 @@ def write_store(
     tmp.replace(data_path)
     tmp_meta = meta_path.with_suffix(".npz.tmp")
     with tmp_meta.open("wb") as f:
-        np.savez(f, offsets=offsets, labels=labels, classes=np.asarray(index.classes),
-                 size=np.int64(size), quality=np.int64(quality), flags=flags)
+        np.savez(
+            f,
+            offsets=offsets,
+            labels=labels,
+            classes=np.asarray(index.classes),
+            size=np.int64(size),
+            quality=np.int64(quality),
+            flags=flags,
+        )
     tmp_meta.replace(meta_path)
     return meta_path
 
 
-def _write_all(encoded, out, offsets: np.ndarray, labels: np.ndarray, flags: np.ndarray,
-               split: str) -> None:
+def _write_all(
+    encoded, out, offsets: np.ndarray, labels: np.ndarray, flags: np.ndarray, split: str
+) -> None:
     """Write the encoded images in index order. An unusable file waits for the next usable one
     and is written as it (bytes and label), as `FolderDataset` replaces it; unusable files at the
     end of the index wrap around to the first usable one, as its modulo does."""
@@ -171,8 +180,10 @@ def _write_all(encoded, out, offsets: np.ndarray, labels: np.ndarray, flags: np.
         pending = []
         put(data, int(labels[i]))
     if first is None:
-        raise DataError(f"no usable image in the {split} folder; `python -m alexnet.check_data` "
-                        f"lists what is wrong with it")
+        raise DataError(
+            f"no usable image in the {split} folder; `python -m alexnet.check_data` "
+            f"lists what is wrong with it"
+        )
     for _ in pending:
         put(*first)
 
@@ -298,8 +309,9 @@ class StoreLoader(RankBatches):
         self._finished(epoch)
 
     # -- the producer thread -----------------------------------------------------------------
-    def _run(self, batches: Iterable[tuple[np.ndarray, int]], labels: torch.Tensor,
-             device: torch.device):
+    def _run(
+        self, batches: Iterable[tuple[np.ndarray, int]], labels: torch.Tensor, device: torch.device
+    ):
         """Yield the batches of `(indices, augmentation seed)` made by a producer thread."""
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
@@ -346,32 +358,39 @@ class StoreLoader(RankBatches):
                         stream = torch.cuda.Stream(device)
                         with torch.cuda.stream(stream):
                             for idx, seed in batches:
-                                x, y = self._batch(idx, labels, generator.manual_seed(seed),
-                                                   device, pool)
+                                x, y = self._batch(
+                                    idx, labels, generator.manual_seed(seed), device, pool
+                                )
                                 event = torch.cuda.Event()
                                 event.record(stream)
                                 if not put((x, y, event)):
                                     return
                 else:
                     for idx, seed in batches:
-                        x, y = self._batch(idx, labels, generator.manual_seed(seed), device,
-                                           pool)
+                        x, y = self._batch(idx, labels, generator.manual_seed(seed), device, pool)
                         if not put((x, y, None)):
                             return
             put(_END)
         except BaseException as err:  # handed to the consumer, which raises it
             put(err)
 
-    def _batch(self, idx: np.ndarray, labels: torch.Tensor, generator: torch.Generator,
-               device: torch.device, pool: ThreadPoolExecutor):
+    def _batch(
+        self,
+        idx: np.ndarray,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        device: torch.device,
+        pool: ThreadPoolExecutor,
+    ):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         encoded = list(pool.map(self.store.encoded, idx))
         if device.type == "cuda" and self.decode == "device":
             batch = torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
         else:
-            batch = torch.stack(list(pool.map(
-                lambda data: decode_jpeg(data, mode=ImageReadMode.RGB), encoded)))
+            batch = torch.stack(
+                list(pool.map(lambda data: decode_jpeg(data, mode=ImageReadMode.RGB), encoded))
+            )
             if device.type != "cpu":
                 batch = batch.pin_memory().to(device, non_blocking=True)
         batch = batch.permute(0, 2, 3, 1)  # (B, H, W, 3) view of (B, 3, H, W)

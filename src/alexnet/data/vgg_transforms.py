@@ -354,8 +354,9 @@ def build_vgg_transforms(
     known = {"scale", "crop", "flip", "lighting", "eval", "eval_scale", "seed"}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise ValueError(f"aug has key(s) {unknown} that aug.name=vgg does not take; "
-                         f"it takes {sorted(known)}")
+        raise ValueError(
+            f"aug has key(s) {unknown} that aug.name=vgg does not take; it takes {sorted(known)}"
+        )
     scale = kwargs.get("scale", (256, 512))
     if not isinstance(scale, int):
         scale = [int(s) for s in scale]
@@ -366,7 +367,11 @@ def build_vgg_transforms(
         raise ValueError(f"aug.lighting={lighting} is the std of the PCA coefficients; use >= 0")
     mean = mean_rgb_from_stats(stats)
     train = VGGTrain(
-        mean, scale=scale, crop=crop, flip=bool(kwargs.get("flip", True)), lighting=lighting,
+        mean,
+        scale=scale,
+        crop=crop,
+        flip=bool(kwargs.get("flip", True)),
+        lighting=lighting,
         eigval=(np.asarray(stats.eigval) * 255.0).tolist() if lighting > 0 else None,
         eigvec=np.asarray(stats.eigvec).tolist() if lighting > 0 else None,
         seed=seed if seed is not None else kwargs.get("seed"),
@@ -383,5 +388,6 @@ def build_vgg_transforms(
         return train, VGGCenterEval(mean, scale=eval_scale, crop=crop)
     if mode == "multi_crop":
         return train, VGGMultiCrop(mean, scale=eval_scale, crop=crop)
-    raise ValueError(f"aug.eval={mode!r} is unknown for aug.name=vgg; choose "
-                     f"{', '.join(EVAL_MODES)}")
+    raise ValueError(
+        f"aug.eval={mode!r} is unknown for aug.name=vgg; choose {', '.join(EVAL_MODES)}"
+    )

@@ -51,12 +51,18 @@ def render_checkpoint(cfg: DictConfig) -> FigureSet:
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir / "figures"
     datamodule = build_data(cfg)
     module = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    figures = render_figures(module, datamodule, out_dir, options,
-                             metrics_csv=run_dir / "csv" / "metrics.csv")
+    figures = render_figures(
+        module, datamodule, out_dir, options, metrics_csv=run_dir / "csv" / "metrics.csv"
+    )
     wb = (cfg.get("logger") or {}).get("wandb")
     if wb:
-        log_to_new_wandb_run(OmegaConf.to_container(wb, resolve=True), run_dir, ckpt_path,
-                             figures, OmegaConf.to_container(cfg, resolve=True))
+        log_to_new_wandb_run(
+            OmegaConf.to_container(wb, resolve=True),
+            run_dir,
+            ckpt_path,
+            figures,
+            OmegaConf.to_container(cfg, resolve=True),
+        )
     for name, path in figures.paths.items():
         print(f"{name}: {path}")
     print(f"top-1 error over the scored test images: {figures.test_top1_err:.4f}")
@@ -64,8 +70,9 @@ def render_checkpoint(cfg: DictConfig) -> FigureSet:
     return figures
 
 
-def log_to_new_wandb_run(spec: dict, run_dir: Path, ckpt_path: Path, figures: FigureSet,
-                         config: dict) -> None:
+def log_to_new_wandb_run(
+    spec: dict, run_dir: Path, ckpt_path: Path, figures: FigureSet, config: dict
+) -> None:
     """A W&B run of job type `figures`, named and grouped after the training run, its files
     under `<run dir>/wandb/` beside the training run's."""
     import wandb
@@ -75,16 +82,25 @@ def log_to_new_wandb_run(spec: dict, run_dir: Path, ckpt_path: Path, figures: Fi
 
     trained = training_config(run_dir)
     # The training run's own name and group (a copied-out checkpoint: task "figures").
-    name, group, tags = wandb_identity(trained.get("task_name", "figures"),
-                                       trained.get("tags") or [], run_dir,
-                                       (trained.get("logger") or {}).get("wandb"))
+    name, group, tags = wandb_identity(
+        trained.get("task_name", "figures"),
+        trained.get("tags") or [],
+        run_dir,
+        (trained.get("logger") or {}).get("wandb"),
+    )
 
     def start(mode: str):
-        return wandb.init(project=spec.get("project", "alexnet-lab"), name=f"{name}/figures",
-                          group=spec.get("group") or group, tags=[*tags, "figures"],
-                          job_type="figures", dir=str(run_dir), mode=mode,
-                          settings=wandb_settings(),
-                          config={**config, "ckpt_path": str(ckpt_path), "trained": trained})
+        return wandb.init(
+            project=spec.get("project", "alexnet-lab"),
+            name=f"{name}/figures",
+            group=spec.get("group") or group,
+            tags=[*tags, "figures"],
+            job_type="figures",
+            dir=str(run_dir),
+            mode=mode,
+            settings=wandb_settings(),
+            config={**config, "ckpt_path": str(ckpt_path), "trained": trained},
+        )
 
     # As training: offline, with a warning, when the server is unreachable or init times out.
     run = start_wandb(spec.get("mode", "auto"), start, run_dir)

@@ -145,10 +145,14 @@ def render_figures(
     before = next(module.parameters()).device, module.training
     module.to(device).eval()
     train_images = train_images_for(opts, device)
-    log.info("figures: scoring %s test images and embedding %s training images on %s for "
-             "the neighbour search (figures.train_images, figures.test_images set how many; "
-             "figures.enabled=false skips this)", opts.test_images or "all", train_images or "all",
-             device.type)
+    log.info(
+        "figures: scoring %s test images and embedding %s training images on %s for "
+        "the neighbour search (figures.train_images, figures.test_images set how many; "
+        "figures.enabled=false skips this)",
+        opts.test_images or "all",
+        train_images or "all",
+        device.type,
+    )
     try:
         with _timed(out, "kernels"):
             out.paths["kernels"] = draw_kernels(net, towers_of(module), out.out_dir)
@@ -159,18 +163,23 @@ def render_figures(
         draw_test_figures(module, datamodule, scored, order[: opts.examples], device, out, names)
         out.query_indices = order[: opts.queries]
         out.paths["neighbours"], out.neighbour_indices = draw_neighbours(
-            module.net, datamodule, out.query_indices, train_images, opts, device, out, names)
+            module.net, datamodule, out.query_indices, train_images, opts, device, out, names
+        )
         if metrics_csv is not None and Path(metrics_csv).is_file():
             with _timed(out, "learning_curves"):
                 try:
                     out.paths["learning_curves"] = learning_curves(
-                        metrics_csv, out.out_dir / FILES["learning_curves"])
+                        metrics_csv, out.out_dir / FILES["learning_curves"]
+                    )
                 except ValueError as err:  # a run stopped before its first logged step
                     log.warning("no learning curves: %s", err)
     finally:
         module.to(before[0]).train(before[1])
-    log.info("figures written to %s (%s)", out.out_dir,
-             ", ".join(f"{k} {v:.1f}s" for k, v in out.seconds.items()))
+    log.info(
+        "figures written to %s (%s)",
+        out.out_dir,
+        ", ".join(f"{k} {v:.1f}s" for k, v in out.seconds.items()),
+    )
     return out
 
 
@@ -194,44 +203,70 @@ def towers_of(module: nn.Module) -> int:
     return int(dict(hparams.get("model") or {}).get("towers", 1))
 
 
-def draw_kernels(net: nn.Module, towers: int, out_dir: Path, path: Path | None = None,
-                 title: str | None = None) -> Path:
+def draw_kernels(
+    net: nn.Module, towers: int, out_dir: Path, path: Path | None = None, title: str | None = None
+) -> Path:
     """Figure 3 for ``net``'s first conv layer; titled with its shape unless ``title`` is given."""
     weight = first_conv(net).weight
     k, c, kh, kw = weight.shape
     if title is None:
         title = f"first-layer kernels: {k} x {kh}x{kw}x{c}"
         title += f", tower 1 above tower {towers}" if towers > 1 else ""
-    return save_kernel_figure(weight, path or out_dir / FILES["kernels"], towers=towers,
-                              title=title)
+    return save_kernel_figure(
+        weight, path or out_dir / FILES["kernels"], towers=towers, title=title
+    )
 
 
-def draw_test_figures(module: nn.Module, datamodule, scored: np.ndarray, shown: np.ndarray,
-                      device: torch.device, out: FigureSet, names: list[str]) -> None:
+def draw_test_figures(
+    module: nn.Module,
+    datamodule,
+    scored: np.ndarray,
+    shown: np.ndarray,
+    device: torch.device,
+    out: FigureSet,
+    names: list[str],
+) -> None:
     """One pass over the ``scored`` test images, then the confusion matrix, the per-class
     errors and Figure 4 left for the test images ``shown`` (a subset of ``scored``)."""
     test_set = split_dataset(datamodule, "test")
     position = {int(i): p for p, i in enumerate(scored)}
     with _timed(out, "test_pass"):
-        confmat, probs = score(module, Subset(test_set, scored.tolist()), datamodule.num_classes,
-                               np.array([position[int(i)] for i in shown], dtype=np.int64),
-                               _batch_size(datamodule), _workers(datamodule), device)
+        confmat, probs = score(
+            module,
+            Subset(test_set, scored.tolist()),
+            datamodule.num_classes,
+            np.array([position[int(i)] for i in shown], dtype=np.int64),
+            _batch_size(datamodule),
+            _workers(datamodule),
+            device,
+        )
     out.test_top1_err = float(1 - confmat.diag().sum() / confmat.sum().clamp_min(1))
     with _timed(out, "confusion"):
         out.paths["confusion"] = confusion_figure(confmat, names, out.out_dir / FILES["confusion"])
         out.tables["per_class_error"] = per_class_error(confmat, names)
-        out.paths["per_class_error"] = write_rows(out.tables["per_class_error"],
-                                                  out.out_dir / PER_CLASS_CSV)
+        out.paths["per_class_error"] = write_rows(
+            out.tables["per_class_error"], out.out_dir / PER_CLASS_CSV
+        )
     with _timed(out, "top5"):
-        out.paths["top5"] = top5_figure(display_images(test_set, shown),
-                                        dataset_labels(test_set)[shown], probs, names,
-                                        out.out_dir / FILES["top5"])
+        out.paths["top5"] = top5_figure(
+            display_images(test_set, shown),
+            dataset_labels(test_set)[shown],
+            probs,
+            names,
+            out.out_dir / FILES["top5"],
+        )
 
 
 @torch.inference_mode()
-def score(module: nn.Module, dataset: Dataset, num_classes: int, keep: np.ndarray,
-          batch_size: int, num_workers: int, device: torch.device
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def score(
+    module: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    keep: np.ndarray,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Confusion matrix ``(C, C)`` over ``dataset`` and the softmax rows of positions ``keep``
     (in ``keep``'s order). ``module(x)`` gives logits, or log-probabilities for ten-crop input;
     the softmax of either is the prediction."""
@@ -249,9 +284,16 @@ def score(module: nn.Module, dataset: Dataset, num_classes: int, keep: np.ndarra
     return confmat.compute().cpu(), probs
 
 
-def draw_neighbours(net: nn.Module, datamodule, query_idx: np.ndarray, train_images: int | None,
-                    opts: RenderOptions, device: torch.device, out: FigureSet, names: list[str]
-                    ) -> tuple[Path, np.ndarray]:
+def draw_neighbours(
+    net: nn.Module,
+    datamodule,
+    query_idx: np.ndarray,
+    train_images: int | None,
+    opts: RenderOptions,
+    device: torch.device,
+    out: FigureSet,
+    names: list[str],
+) -> tuple[Path, np.ndarray]:
     """Figure 4 right: features of training and query images through the evaluation
     transform, exact Euclidean search, then the picture. Returns the PNG path and the
     neighbours' ``train_set`` indices ``(Q, k)``; times go into ``out.seconds``."""
@@ -260,13 +302,14 @@ def draw_neighbours(net: nn.Module, datamodule, query_idx: np.ndarray, train_ima
     database = _sample(len(train_set), train_images, opts.seed + 1)
     bs, workers = _batch_size(datamodule), _workers(datamodule)
     with _timed(out, "train_features"):
-        loader = _loader(Subset(with_transform(train_set, eval_tf), database.tolist()), bs,
-                         workers)
-        feats = extract_features(net.embed, _progress(loader, "figures: training features"),
-                                 device)
+        loader = _loader(Subset(with_transform(train_set, eval_tf), database.tolist()), bs, workers)
+        feats = extract_features(net.embed, _progress(loader, "figures: training features"), device)
     with _timed(out, "neighbours"):
-        queries = extract_features(net.embed, _loader(
-            Subset(with_transform(test_set, eval_tf), query_idx.tolist()), bs, 0), device)
+        queries = extract_features(
+            net.embed,
+            _loader(Subset(with_transform(test_set, eval_tf), query_idx.tolist()), bs, 0),
+            device,
+        )
         # Distances do not change under a shift; centring keeps ||q||^2 - 2q.d + ||d||^2 from
         # cancelling catastrophically in fp32 when all features share a large common part.
         centre = feats.mean(dim=0)
@@ -275,9 +318,13 @@ def draw_neighbours(net: nn.Module, datamodule, query_idx: np.ndarray, train_ima
         found = database[found.cpu().numpy()]  # (Q, k) indices into train_set
         images = display_images(train_set, found.reshape(-1))
         path = neighbours_figure(
-            display_images(test_set, query_idx), images.reshape(*found.shape, *images.shape[1:]),
-            out.out_dir / FILES["neighbours"], query_labels=dataset_labels(test_set)[query_idx],
-            neighbour_labels=dataset_labels(train_set)[found], class_names=names)
+            display_images(test_set, query_idx),
+            images.reshape(*found.shape, *images.shape[1:]),
+            out.out_dir / FILES["neighbours"],
+            query_labels=dataset_labels(test_set)[query_idx],
+            neighbour_labels=dataset_labels(train_set)[found],
+            class_names=names,
+        )
     return path, found
 
 
@@ -310,8 +357,13 @@ def _progress(loader: DataLoader, desc: str):
 
 
 def _loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def _batch_size(datamodule) -> int:

@@ -85,8 +85,14 @@ def _lrn(enabled: bool, convention: str, towers: int, impl: str) -> nn.Module:
     # groups=towers: each GPU normalised only its own maps, so windows stop at the tower boundary.
     if not enabled:
         return nn.Identity()
-    args = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0, "convention": convention,
-            "groups": towers}
+    args = {
+        "size": 5,
+        "alpha": 1e-4,
+        "beta": 0.75,
+        "k": 2.0,
+        "convention": convention,
+        "groups": towers,
+    }
     if impl == "fused":
         # Imported here: alexnet.kernels imports this package, and triton is optional.
         from alexnet.kernels.lrn import FusedLocalResponseNorm

@@ -108,8 +108,12 @@ class _BandedLRN(torch.autograd.Function):
 
 
 def lrn_banded(
-    x: torch.Tensor, size: int = 5, alpha_per_sum: float = 1e-4, beta: float = 0.75,
-    k: float = 2.0, groups: int = 1,
+    x: torch.Tensor,
+    size: int = 5,
+    alpha_per_sum: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 2.0,
+    groups: int = 1,
 ) -> torch.Tensor:
     """The paper's LRN of (N, C, H, W) ``x`` with ``alpha_per_sum`` multiplying the window's sum
     of squares; windows stop at the boundaries of ``groups`` channel blocks (module docstring)."""

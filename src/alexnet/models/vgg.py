@@ -363,7 +363,15 @@ class VGG(_VGGNet):
         input_scale: float | None = None,
     ) -> None:
         super().__init__(
-            config, num_classes, lrn, lrn_convention, activation, dropout, init, 1.0, 4096,
+            config,
+            num_classes,
+            lrn,
+            lrn_convention,
+            activation,
+            dropout,
+            init,
+            1.0,
+            4096,
             input_scale,
         )
 
@@ -398,6 +406,14 @@ class VGGCifar(_VGGNet):
     ) -> None:
         hidden = max(1, round(512 * float(width)))
         super().__init__(
-            config, num_classes, lrn, lrn_convention, activation, dropout, init, width, hidden,
+            config,
+            num_classes,
+            lrn,
+            lrn_convention,
+            activation,
+            dropout,
+            init,
+            width,
+            hidden,
             input_scale,
         )

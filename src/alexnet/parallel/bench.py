@@ -62,7 +62,8 @@ def comm_volume(name: str = "alexnet", **kwargs) -> CommVolume:
         net = build_model(name, **kwargs)
         for layer in ("pool2", "pool5", "fc6", "fc8"):
             getattr(net, layer).register_forward_hook(
-                lambda _m, _i, out, layer=layer: sizes.__setitem__(layer, out[0].numel()))
+                lambda _m, _i, out, layer=layer: sizes.__setitem__(layer, out[0].numel())
+            )
         net(torch.empty(1, 3, net.input_size, net.input_size))
     return CommVolume(
         conv3_input=sizes["pool2"] // TOWERS,
@@ -112,11 +113,13 @@ def _comm_times(vol: CommVolume, batch: int, steps: int) -> list[float]:
     return times[1:]
 
 
-def _tower_worker(rank: int, port: int, name: str, kwargs: dict, batch: int, steps: int,
-                  out: str) -> None:
+def _tower_worker(
+    rank: int, port: int, name: str, kwargs: dict, batch: int, steps: int, out: str
+) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=TOWERS)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=TOWERS
+    )
     try:
         torch.manual_seed(0)
         grouped = build_model(name, **kwargs)
@@ -140,8 +143,12 @@ def _free_port() -> int:
 def time_towers(name: str, kwargs: dict, batch: int, steps: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "times.pt")
-        mp.spawn(_tower_worker, args=(_free_port(), name, kwargs, batch, steps, out),
-                 nprocs=TOWERS, join=True)
+        mp.spawn(
+            _tower_worker,
+            args=(_free_port(), name, kwargs, batch, steps, out),
+            nprocs=TOWERS,
+            join=True,
+        )
         return torch.load(out, weights_only=True)
 
 
@@ -173,13 +180,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.model}, {classes} classes: numbers each tower sends per image")
     for field in ("conv3_input", "fc6_input", "fc7_input", "output"):
         print(f"  {field:12s} {getattr(vol, field):>8,d}")
-    print(f"  forward {vol.forward:,d} + backward {vol.backward:,d}; image (rank 0 -> 1) "
-          f"{vol.image:,d}")
+    print(
+        f"  forward {vol.forward:,d} + backward {vol.backward:,d}; image (rank 0 -> 1) "
+        f"{vol.image:,d}"
+    )
     for n in (args.batch, 128):
         feats, image = (vol.forward + vol.backward) * n, vol.image * n
-        print(f"  per step at batch {n}: features {feats * 4 / 2**20:.1f} MiB fp32 "
-              f"({feats * 2 / 2**20:.1f} MiB bf16), image {image * 4 / 2**20:.1f} MiB fp32 "
-              f"({image * 2 / 2**20:.1f} MiB bf16)")
+        print(
+            f"  per step at batch {n}: features {feats * 4 / 2**20:.1f} MiB fp32 "
+            f"({feats * 2 / 2**20:.1f} MiB bf16), image {image * 4 / 2**20:.1f} MiB fp32 "
+            f"({image * 2 / 2**20:.1f} MiB bf16)"
+        )
 
     print(f"\nSGD step on CPU, batch {args.batch}, median of {args.steps} (after one warm-up):")
     towers = time_towers(args.model, kwargs, args.batch, args.steps)

@@ -57,8 +57,11 @@ def split_global_batch(datamodule, trainer: L.Trainer) -> int:
 
 
 def world_size(trainer: L.Trainer) -> int:
-    return trainer.num_devices * trainer.num_nodes if isinstance(
-        trainer.strategy, ParallelStrategy) else 1
+    return (
+        trainer.num_devices * trainer.num_nodes
+        if isinstance(trainer.strategy, ParallelStrategy)
+        else 1
+    )
 
 
 def check_not_multirun(trainer: L.Trainer) -> None:

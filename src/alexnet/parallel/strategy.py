@@ -27,8 +27,12 @@ from alexnet.parallel.towers import TOWERS, TowerAlexNet
 
 TOWER_MODELS = ("alexnet", "alexnet_cifar")
 # Lightning precision -> the dtype conv1 computes in, hence the dtype the batch is sent in.
-WIRE_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16,
-               "16-mixed": torch.float16, "16-true": torch.float16}
+WIRE_DTYPES = {
+    "bf16-mixed": torch.bfloat16,
+    "bf16-true": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "16-true": torch.float16,
+}
 
 
 def check_tower_world(num_nodes: int, num_devices: int) -> None:
@@ -53,8 +57,12 @@ class TowerStrategy(ModelParallelStrategy):
     data_parallel_size = 1
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(data_parallel_size=1, tensor_parallel_size=TOWERS,
-                         save_distributed_checkpoint=False, **kwargs)
+        super().__init__(
+            data_parallel_size=1,
+            tensor_parallel_size=TOWERS,
+            save_distributed_checkpoint=False,
+            **kwargs,
+        )
 
     def setup_environment(self) -> None:
         check_tower_world(self.num_nodes, self.num_processes)
@@ -64,8 +72,10 @@ class TowerStrategy(ModelParallelStrategy):
 def check_tower_model(model: Mapping[str, Any]) -> None:
     name, towers = model.get("name"), model.get("towers", TOWERS)
     if name not in TOWER_MODELS:
-        raise ValueError(f"trainer=towers splits {' or '.join(TOWER_MODELS)}, not "
-                         f"model.name={name!r}; pick model=alexnet or model=alexnet_cifar")
+        raise ValueError(
+            f"trainer=towers splits {' or '.join(TOWER_MODELS)}, not "
+            f"model.name={name!r}; pick model=alexnet or model=alexnet_cifar"
+        )
     if towers != TOWERS:
         raise ValueError(f"trainer=towers needs model.towers=2, got {towers}")
 

@@ -111,8 +111,14 @@ def _tower_layer(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> 
     conv over ``in/groups`` channels: its own maps for conv2/4/5, all maps for conv3.
     """
     if isinstance(layer, nn.Conv2d):
-        local = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride,
-                          layer.padding, device="meta")
+        local = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            device="meta",
+        )
     else:
         local = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
     local.weight = nn.Parameter(weight)
@@ -155,7 +161,9 @@ class TowerAlexNet(nn.Module):
         self.act = copy.deepcopy(grouped.act)
         self.norm1, self.norm2 = _tower_lrn(grouped.norm1), _tower_lrn(grouped.norm2)
         self.pool1, self.pool2, self.pool5 = (
-            copy.deepcopy(grouped.pool1), copy.deepcopy(grouped.pool2), copy.deepcopy(grouped.pool5)
+            copy.deepcopy(grouped.pool1),
+            copy.deepcopy(grouped.pool2),
+            copy.deepcopy(grouped.pool5),
         )
         self.drop6, self.drop7 = copy.deepcopy(grouped.drop6), copy.deepcopy(grouped.drop7)
 
@@ -210,8 +218,9 @@ class TowerAlexNet(nn.Module):
         return {k: _local(v).detach() for k, v in self.state_dict().items()}
 
 
-def build_tower_model(name: str, rank: int, world_size: int = TOWERS, group=None,
-                      **kwargs) -> TowerAlexNet:
+def build_tower_model(
+    name: str, rank: int, world_size: int = TOWERS, group=None, **kwargs
+) -> TowerAlexNet:
     """Tower ``rank`` of the net ``build_model(name, **kwargs)`` would build (``towers`` must be 2).
 
     Every rank builds the whole grouped net first and keeps its slices, so with the same seed on

@@ -44,8 +44,10 @@ def layer_flops(model: nn.Module, input_size: int) -> list[tuple[str, int]]:
 
     def hook(module, inputs, output):
         if isinstance(module, nn.Conv2d):
-            per_output = (module.in_channels // module.groups) * module.kernel_size[0] * (
-                module.kernel_size[1]
+            per_output = (
+                (module.in_channels // module.groups)
+                * module.kernel_size[0]
+                * (module.kernel_size[1])
             )
             counts.append((names[module], 2 * output[0].numel() * per_output))
         else:

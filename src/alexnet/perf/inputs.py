@@ -55,13 +55,22 @@ def time_loader(loader: Iterable, device: torch.device, batches: int) -> dict[st
 
 def _dataloader(dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
 
 
 def bench_cifar(
-    device: torch.device, batch_size: int, images: int, workers: list[int], aug: dict,
+    device: torch.device,
+    batch_size: int,
+    images: int,
+    workers: list[int],
+    aug: dict,
     batches: int | None = None,
 ) -> list[dict]:
     """Rows for the CIFAR-10 pipelines on `images` synthetic 32x32 images (one epoch each
@@ -73,8 +82,16 @@ def bench_cifar(
     for w in workers:
         loader = _dataloader(ArrayDataset(pixels, labels, train_tf), batch_size, w, device)
         rows.append({"name": f"cifar_dataloader_{w}w", **time_loader(loader, device, count)})
-    loader = DeviceLoader(pixels, labels, batch_transform_of(train_tf), batch_size, shuffle=True,
-                          drop_last=True, device=device, seed=0)
+    loader = DeviceLoader(
+        pixels,
+        labels,
+        batch_transform_of(train_tf),
+        batch_size,
+        shuffle=True,
+        drop_last=True,
+        device=device,
+        seed=0,
+    )
     rows.append({"name": f"cifar_gpu_resident_{device.type}", **time_loader(loader, device, count)})
     for row in rows:
         row["epoch_s_50k"] = 50_000 / row["img_per_s"] if row["img_per_s"] else None
@@ -103,14 +120,20 @@ def synthetic_imagenet(root: Path, images: int, classes: int = 10, workers: int 
             jobs.append((folder / f"n{i % classes:08d}" / f"{i:07d}.JPEG", i))
         with get_context("fork").Pool(max(1, workers)) as pool:
             pool.map(_smooth_jpeg, jobs, chunksize=16)
-        write_store(index_folder(folder, ""), store_folder(root / "imagenet"), "train",
-                    workers=workers)
+        write_store(
+            index_folder(folder, ""), store_folder(root / "imagenet"), "train", workers=workers
+        )
     return root
 
 
 def bench_imagenet(
-    root: Path, device: torch.device, batch_size: int, workers: list[int], batches: int,
-    aug: dict, threads: int,
+    root: Path,
+    device: torch.device,
+    batch_size: int,
+    workers: list[int],
+    batches: int,
+    aug: dict,
+    threads: int,
 ) -> list[dict]:
     """Rows for the ImageNet pipelines over `root/imagenet/train` and its store."""
     stats = imagenet_default_stats(256)
@@ -121,17 +144,31 @@ def bench_imagenet(
     rows = []
     for w in workers:
         folder = _dataloader(FolderDataset(index, train_tf, 256), batch_size, w, device)
-        rows.append({"name": f"imagenet_folder_dataloader_{w}w",
-                     **time_loader(folder, device, count)})
+        rows.append(
+            {"name": f"imagenet_folder_dataloader_{w}w", **time_loader(folder, device, count)}
+        )
         stored = _dataloader(StoreDataset(store, train_tf), batch_size, w, device)
-        rows.append({"name": f"imagenet_store_dataloader_{w}w",
-                     **time_loader(stored, device, count)})
+        rows.append(
+            {"name": f"imagenet_store_dataloader_{w}w", **time_loader(stored, device, count)}
+        )
     decoders = ["device", "cpu"] if device.type == "cuda" else ["cpu"]
     for decode in decoders:
-        loader = StoreLoader(store, batch_transform_of(train_tf), batch_size, shuffle=True,
-                             drop_last=True, device=device, seed=0, threads=threads,
-                             decode=decode)
+        loader = StoreLoader(
+            store,
+            batch_transform_of(train_tf),
+            batch_size,
+            shuffle=True,
+            drop_last=True,
+            device=device,
+            seed=0,
+            threads=threads,
+            decode=decode,
+        )
         where = f"cpu_{threads}t" if decode == "cpu" else "nvjpeg"
-        rows.append({"name": f"imagenet_store_{where}_to_{device.type}",
-                     **time_loader(loader, device, count)})
+        rows.append(
+            {
+                "name": f"imagenet_store_{where}_to_{device.type}",
+                **time_loader(loader, device, count),
+            }
+        )
     return rows

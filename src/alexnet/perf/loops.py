@@ -33,8 +33,7 @@ from alexnet.train import build_callbacks  # a real run's callbacks, not a copy 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
 # Fused (one kernel per step), as `optim.fused=true` in a run: it also lets the NaN guard skip a
 # bad step on the device instead of syncing on every step (alexnet.nonfinite).
-paper_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                              fused=True)
+paper_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4, fused=True)
 unfused_sgd = functools.partial(paper_sgd, fused=None)
 
 
@@ -44,7 +43,11 @@ def sync(device: torch.device) -> None:
 
 
 def synthetic_batches(
-    count: int, batch_size: int, input_size: int, num_classes: int, device: torch.device,
+    count: int,
+    batch_size: int,
+    input_size: int,
+    num_classes: int,
+    device: torch.device,
     channels_last: bool,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`count` distinct (images, labels) batches on `device`, cycled through by the loops."""
@@ -90,8 +93,14 @@ def build_net(model: dict, device: torch.device, channels_last: bool, compile: b
 
 
 def raw_loop(
-    model: dict, batches: list, device: torch.device, precision: str, channels_last: bool,
-    compile: bool, warmup: int, steps: int,
+    model: dict,
+    batches: list,
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    compile: bool,
+    warmup: int,
+    steps: int,
 ) -> float:
     """img/s of the plain loop: forward (autocast), cross-entropy, backward, SGD step."""
     net, run = build_net(model, device, channels_last, compile)
@@ -154,8 +163,16 @@ class StepTimer(L.Callback):
 
 
 def lightning_loop(
-    model: dict, batches: list, device: torch.device, precision: str, channels_last: bool,
-    compile: bool, warmup: int, steps: int, naive: bool = False, progress_bar: bool = True,
+    model: dict,
+    batches: list,
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    compile: bool,
+    warmup: int,
+    steps: int,
+    naive: bool = False,
+    progress_bar: bool = True,
 ) -> float:
     """img/s of the same step under `lightning.Trainer.fit`, with what a real run has around it:
     the CSV logger (every 50 steps) and the per-step callbacks `alexnet.train` gives a run
@@ -166,19 +183,32 @@ def lightning_loop(
     optimizer = unfused_sgd if naive else paper_sgd
     module = cls(model=model, optimizer=optimizer, channels_last=channels_last, compile=compile)
     timer = StepTimer(warmup, steps)
-    spec = {"checkpoint": None, "progress_bar": progress_bar, "progress_refresh": 20,
-            "nonfinite": "stop"}
+    spec = {
+        "checkpoint": None,
+        "progress_bar": progress_bar,
+        "progress_refresh": 20,
+        "nonfinite": "stop",
+    }
     with tempfile.TemporaryDirectory() as logs:
-        callbacks = [timer, *build_callbacks(OmegaConf.create({"callbacks": spec}), Path(logs)),
-                     ResumeCheckpoint(Path(logs) / "checkpoints")]
+        callbacks = [
+            timer,
+            *build_callbacks(OmegaConf.create({"callbacks": spec}), Path(logs)),
+            ResumeCheckpoint(Path(logs) / "checkpoints"),
+        ]
         trainer = L.Trainer(
-            accelerator=device.type, devices=1,
+            accelerator=device.type,
+            devices=1,
             precision="bf16-mixed" if precision == "bf16" else "32-true",
-            max_steps=warmup + steps, logger=CSVLogger(logs), log_every_n_steps=50,
-            callbacks=callbacks, enable_checkpointing=True, enable_progress_bar=progress_bar,
-            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+            max_steps=warmup + steps,
+            logger=CSVLogger(logs),
+            log_every_n_steps=50,
+            callbacks=callbacks,
+            enable_checkpointing=True,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
             default_root_dir=logs,
         )
         trainer.fit(module, train_dataloaders=Cycle(batches, warmup + steps))
     return steps * len(batches[0][1]) / (timer.end - timer.start)
-

@@ -55,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Write report.md, report.csv and report.png for a multirun (ablation grid).",
     )
     parser.add_argument("sweep_dir", type=Path, help="the multirun's hydra.sweep.dir")
-    parser.add_argument("--level", type=float, default=0.95,
-                        help="confidence level of the intervals (default 0.95)")
-    parser.add_argument("--no-wandb", action="store_true",
-                        help="do not log the report to W&B even if the jobs did")
+    parser.add_argument(
+        "--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)"
+    )
+    parser.add_argument(
+        "--no-wandb", action="store_true", help="do not log the report to W&B even if the jobs did"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not 0.0 < args.level < 1.0:
@@ -74,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.claim_lines():
         print("  " + line.replace("**", ""))
     if report.unfinished:
-        print(f"{len(report.unfinished)} of {len(report.sweep.jobs)} jobs did not finish "
-              "(see report.md); re-run the same command to retry them", file=sys.stderr)
+        print(
+            f"{len(report.unfinished)} of {len(report.sweep.jobs)} jobs did not finish "
+            "(see report.md); re-run the same command to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

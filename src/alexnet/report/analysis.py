@@ -67,8 +67,10 @@ class Report:
         for row in self.claims:
             if row.metric != METRICS[0]:
                 continue
-            top5 = next((e for e in self.claims if e.contrast is row.contrast
-                         and e.metric == METRICS[1]), None)
+            top5 = next(
+                (e for e in self.claims if e.contrast is row.contrast and e.metric == METRICS[1]),
+                None,
+            )
             extra = f"; top-5 {fmt_effect(top5.estimate)}" if top5 else ""
             lines.append(
                 f"{row.claim.name}: **{row.verdict}**, {row.reason}: top-1 "
@@ -76,9 +78,11 @@ class Report:
                 f"({row.contrast.label}; paper: {row.claim.source})"
             )
         if self.speedup is not None:
-            lines.append(f"relu_vs_tanh: **{self.speedup.verdict}**, {self.speedup.reason}: "
-                         f"{fmt_speedup(self.speedup)} (paper: 6x, CIFAR-10 four-layer CNN, "
-                         "Figure 1)")
+            lines.append(
+                f"relu_vs_tanh: **{self.speedup.verdict}**, {self.speedup.reason}: "
+                f"{fmt_speedup(self.speedup)} (paper: 6x, CIFAR-10 four-layer CNN, "
+                "Figure 1)"
+            )
         return lines
 
 
@@ -118,12 +122,13 @@ def _time_to_25(speed: CellSpeed) -> str:
 def fmt_speedup(s: Speedup) -> str:
     if s.ratio is not None:
         ci = f" [{s.ratio.low:.1f}, {s.ratio.high:.1f}]" if s.ratio.has_ci else " (no CI)"
-        return (f"tanh needs {s.ratio.mean:.1f}x{ci} the epochs of ReLU to reach 25% training "
-                f"error (ReLU {s.relu.cell.label}: {_time_to_25(s.relu)}; tanh "
-                f"{s.tanh.cell.label}: {_time_to_25(s.tanh)})")
+        return (
+            f"tanh needs {s.ratio.mean:.1f}x{ci} the epochs of ReLU to reach 25% training "
+            f"error (ReLU {s.relu.cell.label}: {_time_to_25(s.relu)}; tanh "
+            f"{s.tanh.cell.label}: {_time_to_25(s.tanh)})"
+        )
     if s.lower_bound is not None:
-        return f"speed-up > {s.lower_bound:.1f}x (ReLU {s.relu.cell.label}: " \
-               f"{_time_to_25(s.relu)})"
+        return f"speed-up > {s.lower_bound:.1f}x (ReLU {s.relu.cell.label}: {_time_to_25(s.relu)})"
     return "no speed-up measurable"
 
 
@@ -145,8 +150,11 @@ def _effect_rows(contrast: Contrast, level: float) -> list[EffectRow]:
 def analyse(sweep: Sweep, level: float = 0.95) -> Report:
     cells = sweep.cells()
     rows = [
-        CellRow(cell, {m: mean_ci(cell.metric_values(m, SCALE), level) for m in METRICS},
-                cell_speed(cell))
+        CellRow(
+            cell,
+            {m: mean_ci(cell.metric_values(m, SCALE), level) for m in METRICS},
+            cell_speed(cell),
+        )
         for cell in cells
     ]
     claims = claim_contrasts(cells, sweep.factors)
@@ -157,6 +165,12 @@ def analyse(sweep: Sweep, level: float = 0.95) -> Report:
 
 
 __all__ = [
-    "CellRow", "EffectRow", "Report", "analyse", "fmt_effect", "fmt_images", "fmt_mean",
+    "CellRow",
+    "EffectRow",
+    "Report",
+    "analyse",
+    "fmt_effect",
+    "fmt_images",
+    "fmt_mean",
     "fmt_speedup",
 ]

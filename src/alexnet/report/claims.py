@@ -79,34 +79,49 @@ class Claim:
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
-        "lrn", "response normalisation lowers error (section 3.3)",
-        {"model.lrn": True}, {"model.lrn": False},
-        {"test/top1_err": -1.4, "test/top5_err": -1.2}, "ImageNet, the paper's net",
+        "lrn",
+        "response normalisation lowers error (section 3.3)",
+        {"model.lrn": True},
+        {"model.lrn": False},
+        {"test/top1_err": -1.4, "test/top5_err": -1.2},
+        "ImageNet, the paper's net",
         not_models=("four_layer",),
     ),
     Claim(
-        "cifar_lrn", "four-layer CNN on CIFAR-10: 13% test error without normalisation, 11% with",
-        {"model.lrn": True}, {"model.lrn": False},
-        {"test/top1_err": -2.0}, "CIFAR-10, four-layer CNN (section 3.3)",
+        "cifar_lrn",
+        "four-layer CNN on CIFAR-10: 13% test error without normalisation, 11% with",
+        {"model.lrn": True},
+        {"model.lrn": False},
+        {"test/top1_err": -2.0},
+        "CIFAR-10, four-layer CNN (section 3.3)",
         models=("four_layer",),
     ),
     Claim(
-        "pool", "overlapping pooling (3/2) lowers error vs 2/2 (section 3.4)",
-        {"model.pool": "overlap"}, {"model.pool": "nonoverlap"},
-        {"test/top1_err": -0.4, "test/top5_err": -0.3}, "ImageNet, the paper's net",
+        "pool",
+        "overlapping pooling (3/2) lowers error vs 2/2 (section 3.4)",
+        {"model.pool": "overlap"},
+        {"model.pool": "nonoverlap"},
+        {"test/top1_err": -0.4, "test/top5_err": -0.3},
+        "ImageNet, the paper's net",
     ),
     Claim(
-        "towers", "two towers beat one tower with half the kernels (section 3.2)",
-        {"model.towers": 2, "model.conv_width": 1.0}, {"model.towers": 1, "model.conv_width": 0.5},
-        {"test/top1_err": -1.7, "test/top5_err": -1.2}, "ImageNet, the paper's net",
+        "towers",
+        "two towers beat one tower with half the kernels (section 3.2)",
+        {"model.towers": 2, "model.conv_width": 1.0},
+        {"model.towers": 1, "model.conv_width": 0.5},
+        {"test/top1_err": -1.7, "test/top5_err": -1.2},
+        "ImageNet, the paper's net",
     ),
     Claim(
-        "vgg_lrn", "LRN does not improve net A: A-LRN 29.7 / 10.5 vs A 29.6 / 10.4 top-1 / top-5 "
+        "vgg_lrn",
+        "LRN does not improve net A: A-LRN 29.7 / 10.5 vs A 29.6 / 10.4 top-1 / top-5 "
         "error (VGG, section 4.1)",
-        {"model.lrn": True}, {"model.lrn": False},
+        {"model.lrn": True},
+        {"model.lrn": False},
         {"test/top1_err": 0.1, "test/top5_err": 0.1},
         "ILSVRC-2012 val, VGG net A, S = Q = 256 (VGG Table 3)",
-        family="vgg", no_effect_within=NO_EFFECT_BAND,
+        family="vgg",
+        no_effect_within=NO_EFFECT_BAND,
     ),
 )
 
@@ -152,8 +167,9 @@ class Contrast:
             self.label = "; ".join(parts)
 
     def usable(self, metric: str) -> list[tuple[Cell, Cell]]:
-        return [(a, b) for a, b in self.pairs
-                if a.metric_values(metric) and b.metric_values(metric)]
+        return [
+            (a, b) for a, b in self.pairs if a.metric_values(metric) and b.metric_values(metric)
+        ]
 
     def estimate(self, metric: str, level: float = 0.95) -> Estimate:
         pairs = self.usable(metric)
@@ -162,8 +178,10 @@ class Contrast:
         k = len(pairs)
         terms = []
         for a, b in pairs:
-            terms += [(1.0 / k, a.metric_values(metric, SCALE)),
-                      (-1.0 / k, b.metric_values(metric, SCALE))]
+            terms += [
+                (1.0 / k, a.metric_values(metric, SCALE)),
+                (-1.0 / k, b.metric_values(metric, SCALE)),
+            ]
         return contrast_ci(terms, level)
 
     def key(self) -> frozenset:
@@ -173,11 +191,15 @@ class Contrast:
 def pair_cells(a_cells: Sequence[Cell], b_cells: Sequence[Cell], factors: Sequence[str]):
     """(own factors, pairs): the factors that tell A from B, and each A cell with the B cell that
     agrees with it on all the other factors."""
-    own = [f for f in factors
-           if {c.values[f] for c in a_cells}.isdisjoint({c.values[f] for c in b_cells})]
+    own = [
+        f
+        for f in factors
+        if {c.values[f] for c in a_cells}.isdisjoint({c.values[f] for c in b_cells})
+    ]
     others = [f for f in factors if f not in own]
-    pairs = [(a, b) for a in a_cells for b in b_cells
-             if all(a.values[f] == b.values[f] for f in others)]
+    pairs = [
+        (a, b) for a in a_cells for b in b_cells if all(a.values[f] == b.values[f] for f in others)
+    ]
     return own, pairs
 
 
@@ -196,7 +218,9 @@ def claim_contrasts(cells: Sequence[Cell], factors: Sequence[str]) -> list[Contr
 
 
 def factor_contrasts(
-    cells: Sequence[Cell], factors: Sequence[str], levels: Mapping[str, Sequence[str]],
+    cells: Sequence[Cell],
+    factors: Sequence[str],
+    levels: Mapping[str, Sequence[str]],
     covered: Sequence[Contrast] = (),
 ) -> list[Contrast]:
     """Each level of each factor against the factor's first level, unless ``covered`` (the
@@ -209,8 +233,12 @@ def factor_contrasts(
             a_cells = [c for c in cells if c.values[f] == level]
             b_cells = [c for c in cells if c.values[f] == ref]
             others = [g for g in factors if g != f]
-            pairs = [(a, b) for a in a_cells for b in b_cells
-                     if all(a.values[g] == b.values[g] for g in others)]
+            pairs = [
+                (a, b)
+                for a in a_cells
+                for b in b_cells
+                if all(a.values[g] == b.values[g] for g in others)
+            ]
             contrast = Contrast([f], pairs)
             if pairs and contrast.key() not in seen:
                 found.append(contrast)
@@ -281,7 +309,22 @@ def judge(claim: Claim, est: Estimate, metric: str) -> tuple[str, str]:
 
 
 __all__ = [
-    "CLAIMS", "FAMILIES", "INCONCLUSIVE", "METRICS", "NOT_REPRODUCED", "NO_EFFECT_BAND",
-    "REPRODUCED", "SCALE", "Claim", "Contrast", "Wording", "claim_contrasts", "factor_contrasts",
-    "family_of", "judge", "no_effect_verdict", "pair_cells", "verdict",
+    "CLAIMS",
+    "FAMILIES",
+    "INCONCLUSIVE",
+    "METRICS",
+    "NOT_REPRODUCED",
+    "NO_EFFECT_BAND",
+    "REPRODUCED",
+    "SCALE",
+    "Claim",
+    "Contrast",
+    "Wording",
+    "claim_contrasts",
+    "factor_contrasts",
+    "family_of",
+    "judge",
+    "no_effect_verdict",
+    "pair_cells",
+    "verdict",
 ]

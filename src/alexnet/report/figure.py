@@ -40,13 +40,25 @@ def _effects_panel(ax, report: Report) -> None:
             continue
         colour = "C0" if row.claim else "C7"
         if est.has_ci:
-            ax.errorbar(est.mean, y, xerr=[[est.mean - est.low], [est.high - est.mean]],
-                        fmt="o", color=colour, capsize=3)
+            ax.errorbar(
+                est.mean,
+                y,
+                xerr=[[est.mean - est.low], [est.high - est.mean]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
         else:
             ax.plot(est.mean, y, "o", mfc="none", color=colour)
         if row.paper is not None:
-            ax.plot(row.paper, y, "x", color="C3", markersize=8,
-                    label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+            ax.plot(
+                row.paper,
+                y,
+                "x",
+                color="C3",
+                markersize=8,
+                label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None,
+            )
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([_short(lbl, 48) for lbl in labels], fontsize=7)
@@ -78,15 +90,27 @@ def _curves_panel(ax, report: Report, metric: str, title: str, threshold: float 
                 per_epoch[int(x)].append(y)
         if per_epoch:
             epochs = sorted(per_epoch)
-            ax.plot(epochs, [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs],
-                    color=colour, linewidth=2.0, marker="." if len(epochs) < 30 else None,
-                    label=_short(row.cell.label, 40))
+            ax.plot(
+                epochs,
+                [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs],
+                color=colour,
+                linewidth=2.0,
+                marker="." if len(epochs) < 30 else None,
+                label=_short(row.cell.label, 40),
+            )
             drawn = True
     if threshold is not None:
         ax.axhline(threshold * SCALE, color="black", linestyle="--", linewidth=0.8)
     if not drawn:
-        ax.text(0.5, 0.5, "no curves (csv/metrics.csv)", transform=ax.transAxes, ha="center",
-                va="center", color="grey")
+        ax.text(
+            0.5,
+            0.5,
+            "no curves (csv/metrics.csv)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="grey",
+        )
         return
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -102,8 +126,9 @@ def report_figure(report: Report, path: str | Path) -> Path:
     _curves_panel(axes[1], report, "val/top1_err", "validation top-1 error", None)
     threshold = 0.25 if report.speedup is not None else None
     _curves_panel(axes[2], report, "train/top1_err", "training top-1 error", threshold)
-    fig.suptitle(f"{report.sweep.task_name or report.sweep.dir.name}: {report.sweep.dir}",
-                 fontsize=10)
+    fig.suptitle(
+        f"{report.sweep.task_name or report.sweep.dir.name}: {report.sweep.dir}", fontsize=10
+    )
     path = Path(path)
     fig.savefig(path, dpi=DPI)
     return path

@@ -26,8 +26,7 @@ from alexnet.report.claims import SCALE
 from alexnet.runs import Status
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-HEADER = ("claim", "paper", "ours (mean, 95% CI, n)", "verdict", "hardware", "wall time",
-          "report")
+HEADER = ("claim", "paper", "ours (mean, 95% CI, n)", "verdict", "hardware", "wall time", "report")
 
 
 @dataclass(frozen=True)
@@ -41,38 +40,71 @@ class Row:
 
 
 ROWS: tuple[Row, ...] = (
-    Row("LRN lowers CIFAR-10 test error (four-layer net, sec. 3.3)", "13% -> 11% (-2.0 pt)",
-        ("cifar_lrn", "cifar_lrn_cpu"), "cifar_lrn",
-        "make ablate GRID=cifar_lrn_cpu SWEEP=results/cifar_lrn_cpu"),
-    Row("ReLU reaches 25% train error sooner than tanh (Fig. 1)", "6x fewer epochs",
-        ("relu_vs_tanh", "relu_vs_tanh_cpu"), "relu_vs_tanh",
+    Row(
+        "LRN lowers CIFAR-10 test error (four-layer net, sec. 3.3)",
+        "13% -> 11% (-2.0 pt)",
+        ("cifar_lrn", "cifar_lrn_cpu"),
+        "cifar_lrn",
+        "make ablate GRID=cifar_lrn_cpu SWEEP=results/cifar_lrn_cpu",
+    ),
+    Row(
+        "ReLU reaches 25% train error sooner than tanh (Fig. 1)",
+        "6x fewer epochs",
+        ("relu_vs_tanh", "relu_vs_tanh_cpu"),
+        "relu_vs_tanh",
         "make ablate GRID=relu_vs_tanh_cpu SWEEP=results/relu_vs_tanh_cpu",
-        metric="tanh/relu epochs to 25% train err"),
-    Row("AlexNet-CIFAR (`make train`) test top-1 error", "(no CIFAR figure)",
-        ("cifar10_alexnet",), "run",
-        "make train ARGS=\"hydra.run.dir=results/cifar10_alexnet\""),
-    Row("LRN lowers error (AlexNet-CIFAR, sec. 3.3)", "-1.4 pt top-1 (ImageNet)",
-        ("lrn_pool",), "lrn", "make ablate GRID=lrn_pool SWEEP=results/lrn_pool"),
-    Row("Overlapping pooling lowers error (sec. 3.4)", "-0.4 pt top-1 (ImageNet)",
-        ("lrn_pool",), "pool", "make ablate GRID=lrn_pool SWEEP=results/lrn_pool"),
-    Row("Two towers beat one of half width (sec. 3.2)", "-1.7 pt top-1 (ImageNet)",
-        ("towers",), "towers", "make ablate GRID=towers SWEEP=results/towers"),
-    Row("AlexNet on ILSVRC-2012 val, one CNN (sec. 6)", "40.7% top-1 error",
-        ("paper_imagenet",), "run",
-        "make train ARGS=\"experiment=paper_imagenet hydra.run.dir=results/paper_imagenet\""),
+        metric="tanh/relu epochs to 25% train err",
+    ),
+    Row(
+        "AlexNet-CIFAR (`make train`) test top-1 error",
+        "(no CIFAR figure)",
+        ("cifar10_alexnet",),
+        "run",
+        'make train ARGS="hydra.run.dir=results/cifar10_alexnet"',
+    ),
+    Row(
+        "LRN lowers error (AlexNet-CIFAR, sec. 3.3)",
+        "-1.4 pt top-1 (ImageNet)",
+        ("lrn_pool",),
+        "lrn",
+        "make ablate GRID=lrn_pool SWEEP=results/lrn_pool",
+    ),
+    Row(
+        "Overlapping pooling lowers error (sec. 3.4)",
+        "-0.4 pt top-1 (ImageNet)",
+        ("lrn_pool",),
+        "pool",
+        "make ablate GRID=lrn_pool SWEEP=results/lrn_pool",
+    ),
+    Row(
+        "Two towers beat one of half width (sec. 3.2)",
+        "-1.7 pt top-1 (ImageNet)",
+        ("towers",),
+        "towers",
+        "make ablate GRID=towers SWEEP=results/towers",
+    ),
+    Row(
+        "AlexNet on ILSVRC-2012 val, one CNN (sec. 6)",
+        "40.7% top-1 error",
+        ("paper_imagenet",),
+        "run",
+        'make train ARGS="experiment=paper_imagenet hydra.run.dir=results/paper_imagenet"',
+    ),
 )
 
 
 def _records(folder: Path) -> list[dict]:
     """The results.json of a run folder, or of every job of a grid folder."""
-    paths = [folder / "results.json"] if (folder / "results.json").is_file() else \
-        sorted(folder.glob("*/results.json"))
+    paths = (
+        [folder / "results.json"]
+        if (folder / "results.json").is_file()
+        else sorted(folder.glob("*/results.json"))
+    )
     return [json.loads(p.read_text()) for p in paths]
 
 
 def hardware(records: Sequence[dict]) -> str:
-    devices = sorted({(r.get("provenance") or {}).get("device") or "unrecorded"
-                      for r in records})
+    devices = sorted({(r.get("provenance") or {}).get("device") or "unrecorded" for r in records})
     return "; ".join(devices)
 
 
@@ -99,8 +131,11 @@ def _ours_from_claim(r: dict[str, str], row: Row) -> str:
         ci = f" [{float(low):.1f}, {float(high):.1f}]" if low and high else ""
         return f"{mean:.1f}{unit}{ci}, n={r['n']}"
     mean = float(r["mean"])  # report.csv holds effects in points already
-    ci = f" [{float(r['ci_low']):+.1f}, {float(r['ci_high']):+.1f}]" \
-        if r["ci_low"] and r["ci_high"] else ""
+    ci = (
+        f" [{float(r['ci_low']):+.1f}, {float(r['ci_high']):+.1f}]"
+        if r["ci_low"] and r["ci_high"]
+        else ""
+    )
     return f"{mean:+.1f} pt{ci}, n={r['n']}"
 
 
@@ -120,24 +155,30 @@ def table_rows(results_dir: Path) -> list[list[str]]:
             rows.append([row.claim, row.paper, "not run yet", "-", "-", "-", f"`{row.command}`"])
             continue
         records = _records(folder)
-        link = f"[{folder.name}]({folder.as_posix()}/" + \
-            ("report.md)" if row.key != "run" else "results.json)")
+        link = f"[{folder.name}]({folder.as_posix()}/" + (
+            "report.md)" if row.key != "run" else "results.json)"
+        )
         if row.key == "run":
             ours, verdict = _ours_from_run(records)
         else:
-            found = _claim_row(folder / "report.csv", row) \
-                if (folder / "report.csv").is_file() else None
+            found = (
+                _claim_row(folder / "report.csv", row)
+                if (folder / "report.csv").is_file()
+                else None
+            )
             ours = _ours_from_claim(found, row) if found else "no report yet"
             verdict = found["verdict"] if found else "-"
-        rows.append([row.claim, row.paper, ours, verdict, hardware(records), wall_time(records),
-                     link])
+        rows.append(
+            [row.claim, row.paper, ours, verdict, hardware(records), wall_time(records), link]
+        )
     return rows
 
 
 def render(results_dir: Path) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |"
-              for r in table_rows(results_dir)]
+    lines += [
+        "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in table_rows(results_dir)
+    ]
     return "\n".join(lines) + "\n"
 
 

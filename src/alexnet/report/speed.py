@@ -136,21 +136,44 @@ def speedup(cells: Sequence[Cell], level: float = 0.95) -> Speedup | None:
     relu, tanh = _fastest(by_act["relu"]), _fastest(by_act["tanh"])
     if relu is None:
         run = max(s.epochs_run for s in by_act["relu"])
-        return Speedup(None, tanh, None, None, INCONCLUSIVE,
-                       f"ReLU never reached 25% training error in {run} epochs")
+        return Speedup(
+            None,
+            tanh,
+            None,
+            None,
+            INCONCLUSIVE,
+            f"ReLU never reached 25% training error in {run} epochs",
+        )
     if tanh is None:
         run = max(s.epochs_run for s in by_act["tanh"])
         bound = run / relu.geo_mean
         verdict_ = REPRODUCED if bound > 1 else INCONCLUSIVE
-        return Speedup(relu, None, None, bound, verdict_,
-                       f"tanh never reached 25% in {run} epochs: speed-up > {bound:.1f}x")
-    logs = contrast_ci([(1.0, [math.log(e) for e in tanh.epochs]),
-                        (-1.0, [math.log(e) for e in relu.epochs])], level)
-    ratio = Estimate(math.exp(logs.mean), *(math.exp(x) if x is not None else None
-                                            for x in (logs.low, logs.high)), logs.n, logs.df)
+        return Speedup(
+            relu,
+            None,
+            None,
+            bound,
+            verdict_,
+            f"tanh never reached 25% in {run} epochs: speed-up > {bound:.1f}x",
+        )
+    logs = contrast_ci(
+        [(1.0, [math.log(e) for e in tanh.epochs]), (-1.0, [math.log(e) for e in relu.epochs])],
+        level,
+    )
+    ratio = Estimate(
+        math.exp(logs.mean),
+        *(math.exp(x) if x is not None else None for x in (logs.low, logs.high)),
+        logs.n,
+        logs.df,
+    )
     # The claim "ReLU is faster" is "log(relu / tanh) < 0": flip the signs for verdict().
-    flipped = Estimate(-logs.mean, -logs.high if logs.has_ci else None,
-                       -logs.low if logs.has_ci else None, logs.n, logs.df)
+    flipped = Estimate(
+        -logs.mean,
+        -logs.high if logs.has_ci else None,
+        -logs.low if logs.has_ci else None,
+        logs.n,
+        logs.df,
+    )
     verdict_, reason = verdict(flipped, -math.log(PAPER_SPEEDUP), SpeedWording())
     return Speedup(relu, tanh, ratio, None, verdict_, reason)
 

@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 
 REPLICATE = "seed"
 OK, FAILED, INTERRUPTED, INCOMPLETE, NOT_STARTED = (
-    Status.OK, Status.FAILED, Status.INTERRUPTED, Status.INCOMPLETE, Status.NOT_STARTED
+    Status.OK,
+    Status.FAILED,
+    Status.INTERRUPTED,
+    Status.INCOMPLETE,
+    Status.NOT_STARTED,
 )
 
 
@@ -231,8 +235,13 @@ def read_job(job_dir: Path) -> Job:
             results = None
     status = results.get("status", FAILED) if results else INCOMPLETE
     config = (results or {}).get("config") or _load_yaml(job_dir / ".hydra" / "config.yaml")
-    return Job(overrides=overrides, dir=job_dir, status=status, results=results,
-               config=config if isinstance(config, dict) else None)
+    return Job(
+        overrides=overrides,
+        dir=job_dir,
+        status=status,
+        results=results,
+        config=config if isinstance(config, dict) else None,
+    )
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -250,14 +259,17 @@ def read_sweep(sweep_dir: str | Path) -> Sweep:
     """The sweep in ``sweep_dir``. Raises FileNotFoundError when it holds no sweep at all."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep dir {sweep_dir} does not exist; give a multirun's "
-                                "hydra.sweep.dir (make ablate prints it)")
+        raise FileNotFoundError(
+            f"sweep dir {sweep_dir} does not exist; give a multirun's "
+            "hydra.sweep.dir (make ablate prints it)"
+        )
     multirun = _load_yaml(sweep_dir / "multirun.yaml")
     multirun = multirun if isinstance(multirun, dict) else None
     found = [read_job(d) for d in job_dirs(sweep_dir)]
     if multirun is None and not found:
-        raise FileNotFoundError(f"{sweep_dir} holds no multirun.yaml and no job dirs; give a "
-                                "multirun's hydra.sweep.dir")
+        raise FileNotFoundError(
+            f"{sweep_dir} holds no multirun.yaml and no job dirs; give a multirun's hydra.sweep.dir"
+        )
     grid = expand_grid(multirun) if multirun else None
     if grid is None:  # trust the job dirs
         grid = [job.overrides for job in found]
@@ -269,6 +281,18 @@ def read_sweep(sweep_dir: str | Path) -> Sweep:
 
 
 __all__ = [
-    "FAILED", "INCOMPLETE", "INTERRUPTED", "NOT_STARTED", "OK", "REPLICATE",
-    "Cell", "Job", "Sweep", "expand_grid", "job_dirs", "read_job", "read_sweep", "split_override",
+    "FAILED",
+    "INCOMPLETE",
+    "INTERRUPTED",
+    "NOT_STARTED",
+    "OK",
+    "REPLICATE",
+    "Cell",
+    "Job",
+    "Sweep",
+    "expand_grid",
+    "job_dirs",
+    "read_job",
+    "read_sweep",
+    "split_override",
 ]

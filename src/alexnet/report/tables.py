@@ -23,8 +23,18 @@ from alexnet.report.claims import METRICS
 from alexnet.report.stats import Estimate
 from alexnet.report.sweep import FAILED, INCOMPLETE, INTERRUPTED, NOT_STARTED, OK
 
-CSV_COLUMNS = ("section", "name", "metric", "n", "mean", "ci_low", "ci_high", "paper", "verdict",
-               "detail")
+CSV_COLUMNS = (
+    "section",
+    "name",
+    "metric",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "paper",
+    "verdict",
+    "detail",
+)
 SPEED_METRIC = "epochs_to_25pct_train_err"
 IMAGES_METRIC = "images_to_25pct_train_err"
 METRIC_TITLES = {"test/top1_err": "test top-1 err", "test/top5_err": "test top-5 err"}
@@ -45,30 +55,59 @@ def csv_rows(report: Report) -> list[list[str]]:
     for row in report.cells:
         done = f"{row.n_ok}/{len(row.cell.jobs)} finished"
         for metric in METRICS:
-            rows.append(["cell", row.cell.label, metric, *_est_cells(row.errors[metric]), "", "",
-                         done])
+            rows.append(
+                ["cell", row.cell.label, metric, *_est_cells(row.errors[metric]), "", "", done]
+            )
         reached = row.speed.estimate(report.level)
         if row.speed.epochs:
             never = sum(e is None for e in row.speed.epochs)
             detail = done + (f"; {never} never reached 25%" if never else "")
-            rows.append(["cell", row.cell.label, SPEED_METRIC, *_est_cells(reached), "", "",
-                         detail])
-            rows.append(["cell", row.cell.label, IMAGES_METRIC,
-                         *_est_cells(row.speed.images_estimate(report.level)), "", "", detail])
+            rows.append(
+                ["cell", row.cell.label, SPEED_METRIC, *_est_cells(reached), "", "", detail]
+            )
+            rows.append(
+                [
+                    "cell",
+                    row.cell.label,
+                    IMAGES_METRIC,
+                    *_est_cells(row.speed.images_estimate(report.level)),
+                    "",
+                    "",
+                    detail,
+                ]
+            )
     for row in report.effects:
         section = "claim" if row.claim else "effect"
         detail = f"{row.claim.name}: {row.claim.source}" if row.claim else ""
-        rows.append([section, row.contrast.label, row.metric, *_est_cells(row.estimate),
-                     _num(row.paper), row.verdict or "", detail])
+        rows.append(
+            [
+                section,
+                row.contrast.label,
+                row.metric,
+                *_est_cells(row.estimate),
+                _num(row.paper),
+                row.verdict or "",
+                detail,
+            ]
+        )
     s = report.speedup
     if s is not None:
         ratio = s.ratio
-        rows.append(["claim", "relu_vs_tanh", "tanh/relu epochs to 25% train err",
-                     *(_est_cells(ratio) if ratio else ["", _num(s.lower_bound), "", ""]),
-                     "6", s.verdict, s.reason])
+        rows.append(
+            [
+                "claim",
+                "relu_vs_tanh",
+                "tanh/relu epochs to 25% train err",
+                *(_est_cells(ratio) if ratio else ["", _num(s.lower_bound), "", ""]),
+                "6",
+                s.verdict,
+                s.reason,
+            ]
+        )
     for job in report.unfinished:
-        rows.append(["job", job_label(report, job), "", "", "", "", "", "", job.status,
-                     job.error or ""])
+        rows.append(
+            ["job", job_label(report, job), "", "", "", "", "", "", job.status, job.error or ""]
+        )
     for job in report.sweep.stale:
         rows.append(["stale", job.name, "", "", "", "", "", "", job.status, str(job.dir)])
     return rows
@@ -100,12 +139,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _summary(report: Report) -> str:
     sweep = report.sweep
-    counts = [f"{sweep.count(s)} {s}" for s in (OK, FAILED, INTERRUPTED, INCOMPLETE, NOT_STARTED)
-              if sweep.count(s)]
+    counts = [
+        f"{sweep.count(s)} {s}"
+        for s in (OK, FAILED, INTERRUPTED, INCOMPLETE, NOT_STARTED)
+        if sweep.count(s)
+    ]
     seeds = sorted({j.values.get("seed", "") for j in sweep.jobs} - {""})
     grid = " x ".join(f"{f} ({', '.join(sweep.levels[f])})" for f in sweep.factors) or "one cell"
-    return (f"{len(sweep.jobs)} jobs: {grid}" + (f" x seeds ({', '.join(seeds)})" if seeds else "")
-            + f". Jobs: {', '.join(counts) or 'none'}.")
+    return (
+        f"{len(sweep.jobs)} jobs: {grid}"
+        + (f" x seeds ({', '.join(seeds)})" if seeds else "")
+        + f". Jobs: {', '.join(counts) or 'none'}."
+    )
 
 
 def markdown(report: Report, figure: str | None = "report.png") -> str:
@@ -127,16 +172,32 @@ def markdown(report: Report, figure: str | None = "report.png") -> str:
     out += [f"- {line}" for line in lines] or ["No claim of the paper can be tested on this grid."]
     out += ["", "## Effects", ""]
     effect_rows = [
-        [row.claim.name if row.claim else "", row.contrast.label, METRIC_TITLES[row.metric],
-         str(row.estimate.n), fmt_effect(row.estimate),
-         "" if row.paper is None else f"{row.paper:+.1f}",
-         row.claim.source if row.claim else "",
-         f"{row.verdict} ({row.reason})" if row.verdict else ""]
+        [
+            row.claim.name if row.claim else "",
+            row.contrast.label,
+            METRIC_TITLES[row.metric],
+            str(row.estimate.n),
+            fmt_effect(row.estimate),
+            "" if row.paper is None else f"{row.paper:+.1f}",
+            row.claim.source if row.claim else "",
+            f"{row.verdict} ({row.reason})" if row.verdict else "",
+        ]
         for row in report.effects
     ]
     if effect_rows:
-        out += _table(["claim", "effect (A − B)", "metric", "n", f"points [{pct} CI]", "paper",
-                       "paper's setting", "verdict"], effect_rows)
+        out += _table(
+            [
+                "claim",
+                "effect (A − B)",
+                "metric",
+                "n",
+                f"points [{pct} CI]",
+                "paper",
+                "paper's setting",
+                "verdict",
+            ],
+            effect_rows,
+        )
     else:
         out.append("No factor with two or more levels.")
     out += ["", "## Cells", ""]
@@ -151,21 +212,44 @@ def markdown(report: Report, figure: str | None = "report.png") -> str:
             epochs = fmt_mean(speed.estimate(report.level), 1)
         else:
             epochs = f"> {speed.epochs_run} ({sum(e is None for e in speed.epochs)} never)"
-        cell_rows.append([*values, f"{row.n_ok}/{len(row.cell.jobs)}",
-                          *(fmt_mean(row.errors[m]) for m in METRICS), epochs,
-                          fmt_images(speed.images_estimate(report.level))])
-    out += _table([*factors, "finished", *(METRIC_TITLES[m] for m in METRICS),
-                   "epochs to 25% train err", "images seen then"], cell_rows)
+        cell_rows.append(
+            [
+                *values,
+                f"{row.n_ok}/{len(row.cell.jobs)}",
+                *(fmt_mean(row.errors[m]) for m in METRICS),
+                epochs,
+                fmt_images(speed.images_estimate(report.level)),
+            ]
+        )
+    out += _table(
+        [
+            *factors,
+            "finished",
+            *(METRIC_TITLES[m] for m in METRICS),
+            "epochs to 25% train err",
+            "images seen then",
+        ],
+        cell_rows,
+    )
     if report.speedup is not None:
-        out += ["", "## ReLU vs tanh (Figure 1)", "", fmt_speedup(report.speedup) + ".",
-                "Each activation is represented by its fastest cell (the learning rate tuned per "
-                "activation, as in the paper); its epochs and images seen are geometric means "
-                "over seeds (the cells table gives arithmetic means)."]
+        out += [
+            "",
+            "## ReLU vs tanh (Figure 1)",
+            "",
+            fmt_speedup(report.speedup) + ".",
+            "Each activation is represented by its fastest cell (the learning rate tuned per "
+            "activation, as in the paper); its epochs and images seen are geometric means "
+            "over seeds (the cells table gives arithmetic means).",
+        ]
     if report.unfinished:
         out += ["", "## Jobs that did not finish", ""]
-        out += _table(["job", "status", "error", "dir"],
-                      [[job_label(report, j), j.status, j.error or "",
-                        f"`{j.dir.name}`" if j.dir else "—"] for j in report.unfinished])
+        out += _table(
+            ["job", "status", "error", "dir"],
+            [
+                [job_label(report, j), j.status, j.error or "", f"`{j.dir.name}`" if j.dir else "—"]
+                for j in report.unfinished
+            ],
+        )
         out += ["", "Re-run the same command to run them again: finished jobs are skipped."]
     if sweep.stale:
         out += ["", "## Ignored job dirs (not in this grid)", ""]

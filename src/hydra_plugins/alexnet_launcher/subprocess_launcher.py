@@ -207,7 +207,11 @@ class SubprocessLauncher(Launcher):
             o for o in self.config.hydra.overrides.hydra if not o.startswith(NOT_FOR_JOBS)
         ]
         cmd = [
-            sys.executable, "-m", module, *overrides, *hydra_overrides,
+            sys.executable,
+            "-m",
+            module,
+            *overrides,
+            *hydra_overrides,
             f"hydra.run.dir={quote_override_value(str(job_dir))}",
         ]
         env = {**os.environ, SWEEP_DIR_ENV: str(sweep_dir)}
@@ -218,8 +222,10 @@ class SubprocessLauncher(Launcher):
         results = read_results(job_dir)
         if results is None:  # the job died before it could say how it ended
             results = failure(
-                Status.FAILED, describe_exit(returncode, stderr_tail),
-                task_name=self.config.get("task_name"), overrides=overrides,
+                Status.FAILED,
+                describe_exit(returncode, stderr_tail),
+                task_name=self.config.get("task_name"),
+                overrides=overrides,
                 wall_time_s=time.perf_counter() - start,
             )
             write_results(job_dir, results)
