@@ -23,7 +23,8 @@ import torch
 
 import alexnet.train as train_module
 from alexnet.data.device_loader import DeviceLoader
-from alexnet.train import build_data, train
+from alexnet.entry import build_data
+from alexnet.train import train
 from conftest import compose_config
 from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 

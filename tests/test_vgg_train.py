@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from alexnet.data.vgg_transforms import VGGDenseEval, mean_rgb_from_stats
+from alexnet.entry import build_data, build_module
 from alexnet.eval import evaluate
 from alexnet.module import Classifier
 from alexnet.report import write_report
-from alexnet.train import build_data, build_module, train
+from alexnet.train import train
 from conftest import compose_config
 
 FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false"]

@@ -36,12 +36,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet import runs
+from alexnet.entry import CONF_DIR, one_line_errors
 from alexnet.hardware import describe
 from alexnet.kernels.lrn import bench_lrn
 from alexnet.models import MODELS
 from alexnet.perf import inputs, loops
 from alexnet.perf.flops import flops_per_image, mfu, peak_flops
-from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
 
 log = logging.getLogger(__name__)
 SECTIONS = ("train_step", "loop", "lrn", "input", "cpu_train")
@@ -513,10 +513,8 @@ def format_report(result: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors():
         print(format_report(bench(cfg)))
-    except USER_ERRORS as err:
-        report_user_error(err)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from alexnet.data.images import (
     kinds_of,
     open_rgb,
 )
-from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
+from alexnet.entry import CONF_DIR, one_line_errors
 from alexnet.validate import validate_config
 
 EXAMPLES = 5  # converted files listed per kind on the terminal (all of them in the json)
@@ -118,11 +118,8 @@ def summarise(folder: Path, total: int, found: list[dict]) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors():  # a mistake ends the process here, with one line
         report = check_data(cfg)
-    except USER_ERRORS as err:
-        report_user_error(err)
-        return
     out = Path(cfg.paths.output_dir) / "check_data.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"report: {out}")

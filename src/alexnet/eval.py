@@ -18,9 +18,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.entry import CONF_DIR, build_data, one_line_errors
 from alexnet.hardware import resolve_auto
 from alexnet.module import Classifier
-from alexnet.train import CONF_DIR, USER_ERRORS, build_data, report_user_error
 from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
-    try:
+    with one_line_errors():
         evaluate(cfg)
-    except USER_ERRORS as err:
-        report_user_error(err)
 
 
 if __name__ == "__main__":

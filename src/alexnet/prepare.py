@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
+from alexnet.entry import CONF_DIR, one_line_errors
 from alexnet.validate import validate_config
 
 
@@ -29,10 +29,8 @@ def prepare(cfg: DictConfig) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors():
         print(prepare(cfg))
-    except USER_ERRORS as err:
-        report_user_error(err)
 
 
 if __name__ == "__main__":

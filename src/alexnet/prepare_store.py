@@ -20,7 +20,7 @@ from alexnet.data.folder import DataError, index_folder
 from alexnet.data.imagenet import HOW_TO_GET, ImageNetDataModule
 from alexnet.data.images import SKIPPED, count_kinds
 from alexnet.data.store import JpegStore, store_folder, write_store
-from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
+from alexnet.entry import CONF_DIR, one_line_errors
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,9 @@ def _complete(folder, split: str, count: int, size: int) -> bool:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors():
         for line in prepare_store(cfg):
             print(line)
-    except USER_ERRORS as err:
-        report_user_error(err)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ the run directory.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,87 +16,29 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet import runs
-from alexnet.callbacks import ImagesSeen, RunEstimate, SpeedMonitor
+from alexnet.callbacks import SpeedMonitor
 from alexnet.dashboard import figure_callbacks, figures_at_train_end, wandb_identity
-from alexnet.data import DataError
+from alexnet.entry import (
+    CONF_DIR,
+    USER_ERRORS,
+    build_callbacks,
+    build_data,
+    build_module,
+    report_user_error,
+)
 from alexnet.hardware import accelerator_type, describe, resolve_auto
-from alexnet.init_from import init_from_checkpoint
 from alexnet.loggers import build_loggers, finish_wandb
-from alexnet.module import Classifier
 from alexnet.multirun import run_sweep_job, sweep_dir_of_job
 from alexnet.nonfinite import NonFiniteGuard, NonFiniteLoss
-from alexnet.parallel.launch import mark_rank_from_env, module_class, prepare_parallel
-from alexnet.resume import BestCheckpoint, Preempted, ResumeCheckpoint
+from alexnet.parallel.launch import mark_rank_from_env, prepare_parallel
+from alexnet.resume import Preempted, ResumeCheckpoint
 from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def build_data(cfg: DictConfig) -> L.LightningDataModule:
-    """Instantiate the data module and read the data now, before any model is built."""
-    aug = OmegaConf.to_container(cfg.aug, resolve=True) if "aug" in cfg else None
-    datamodule = hydra.utils.instantiate(cfg.data, aug=aug)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
-
-
-def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
-    spec = cfg.callbacks
-    callbacks: list[L.Callback] = [SpeedMonitor(), ImagesSeen(), RunEstimate()]
-    if spec.get("checkpoint"):
-        best = dict(spec.checkpoint)
-        save_last = best.pop("save_last", True)
-        every_n_steps = best.pop("every_n_steps", 0)
-        callbacks.append(
-            BestCheckpoint(
-                dirpath=output_dir / "checkpoints",
-                filename="best-epoch{epoch:03d}",
-                auto_insert_metric_name=False,
-                **best,
-            )
-        )
-        if save_last:
-            # last.ckpt: every N steps, each epoch end, on SIGTERM, with all needed to resume.
-            callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", every_n_steps))
-    if spec.get("nonfinite", "stop") != "off":
-        callbacks.append(NonFiniteGuard(spec.get("nonfinite", "stop")))
-    if spec.get("progress_bar"):
-        # Refreshing the bar every step costs measurable throughput on fast GPUs.
-        callbacks.append(TQDMProgressBar(refresh_rate=spec.get("progress_refresh", 20)))
-    # Recipes add callbacks by name, e.g. relu_vs_tanh stops once training error reaches 25%.
-    callbacks.extend(hydra.utils.instantiate(c) for c in (spec.get("extra") or {}).values() if c)
-    return callbacks
-
-
-def build_module(cfg: DictConfig) -> Classifier:
-    resolve_auto(cfg)  # channels_last: auto -> a bool (a no-op after train() resolved it)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    # How to initialise is a training choice, not part of the network a checkpoint rebuilds.
-    init_from = model.pop("init_from", None)
-    sched = cfg.get("sched")
-    module = module_class(cfg.trainer)(
-        model=model,
-        optimizer=hydra.utils.instantiate(cfg.optim),
-        scheduler=hydra.utils.instantiate(sched) if sched and "_target_" in sched else None,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-    )
-    if init_from:
-        init_from_checkpoint(module.net, init_from)
-    return module
-
-
-def check_ckpt_path(ckpt_path: str | None) -> str | None:
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file")
-    return ckpt_path
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -221,17 +162,6 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
     path = runs.write_results(output_dir, results)
     log.info("results written to %s", path)
     return path
-
-
-USER_ERRORS = (DataError, ValueError, FileNotFoundError, NonFiniteLoss)
-
-
-def report_user_error(err: Exception) -> None:
-    """One line naming the problem and its fix; the traceback only with HYDRA_FULL_ERROR=1."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise err
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

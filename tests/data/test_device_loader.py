@@ -8,7 +8,7 @@ from alexnet.data.batch_transforms import BatchEval, BatchTrain
 from alexnet.data.device_loader import DeviceLoader
 from alexnet.data.order import batch_seed, epoch_permutation
 from alexnet.data.stats import compute_stats
-from alexnet.train import build_data
+from alexnet.entry import build_data
 
 
 def _labelled_images(n=50, size=8):

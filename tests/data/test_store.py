@@ -16,8 +16,9 @@ from alexnet.data.folder import index_folder, load_rgb, resize_shorter_and_cente
 from alexnet.data.order import batch_seed
 from alexnet.data.stats import imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreLoader, store_folder, write_store
+from alexnet.entry import build_data
 from alexnet.prepare_store import prepare_store
-from alexnet.train import build_data, train
+from alexnet.train import train
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from alexnet.data.vgg_transforms import (
     dense_collate,
     mean_rgb_from_stats,
 )
-from alexnet.train import build_data
+from alexnet.entry import build_data
 
 
 def stats_with_mean(mean_image: np.ndarray) -> DatasetStats:

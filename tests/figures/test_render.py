@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from alexnet.data.base import ArrayDataset, FolderDataset
+from alexnet.entry import build_data, build_module
 from alexnet.figures import kernel_grid
 from alexnet.figures.display import dataset_labels, display_images, with_transform
 from alexnet.figures.kernels import TITLE_PX
@@ -24,7 +25,6 @@ from alexnet.figures.render import (
     render_figures,
 )
 from alexnet.models import build_model
-from alexnet.train import build_data, build_module
 from conftest import compose_config
 
 METRICS_CSV = """\

@@ -15,10 +15,10 @@ import torch.multiprocessing as mp
 from dist_helpers import free_port, run_ranks
 from test_parallel_training import make_trainer, overrides
 
+from alexnet.entry import build_data, build_module
 from alexnet.module import Classifier
 from alexnet.nonfinite import NonFiniteGuard, any_rank
 from alexnet.parallel.launch import prepare_parallel
-from alexnet.train import build_data, build_module
 
 BAD_STEP = 2  # not the first: with a fused SGD the first step always takes the host path
 

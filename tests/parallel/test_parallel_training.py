@@ -26,11 +26,11 @@ from dist_helpers import free_port
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
+from alexnet.entry import build_data, build_module
 from alexnet.hardware import resolve_auto
 from alexnet.module import Classifier
 from alexnet.parallel.launch import prepare_parallel
 from alexnet.parallel.towers import grouped_state_dict
-from alexnet.train import build_data, build_module
 
 STEPS = 3
 GLOBAL_BATCH = 8

@@ -18,9 +18,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.entry import CONF_DIR, build_data, check_ckpt_path, one_line_errors
 from alexnet.figures.render import FigureSet, RenderOptions, render_figures
 from alexnet.module import Classifier
-from alexnet.train import CONF_DIR, USER_ERRORS, build_data, check_ckpt_path, report_user_error
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,8 @@ def log_to_new_wandb_run(
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="figures")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
-    try:
+    with one_line_errors():
         render_checkpoint(cfg)
-    except USER_ERRORS as err:
-        report_user_error(err)
 
 
 if __name__ == "__main__":

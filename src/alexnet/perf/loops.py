@@ -25,10 +25,10 @@ from omegaconf import OmegaConf
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet.entry import build_callbacks  # a real run's callbacks, not a copy of them
 from alexnet.models import build_model
 from alexnet.module import Classifier
 from alexnet.resume import ResumeCheckpoint
-from alexnet.train import build_callbacks  # a real run's callbacks, not a copy of them
 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
 # Fused (one kernel per step), as `optim.fused=true` in a run: it also lets the NaN guard skip a
