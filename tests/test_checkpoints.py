@@ -8,10 +8,10 @@ import pickle
 import pytest
 import torch
 
-from alexnet.checkpoints import CheckpointError, check_checkpoint, load_checkpoint
 from alexnet.eval import evaluate
 from alexnet.module import Classifier
 from alexnet.train import train
+from alexnet.training.checkpoints import CheckpointError, check_checkpoint, load_checkpoint
 from alexnet.validate import ConfigError
 from conftest import compose_config
 from tiny_run import TINY, one_thread  # noqa: F401

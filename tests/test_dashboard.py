@@ -12,10 +12,11 @@ import matplotlib.image as mpimg
 import pytest
 import yaml
 
-from alexnet.dashboard import REPORT_PATTERNS, log_csv_tables, sweep_dir_of, wandb_identity
 from alexnet.figures.__main__ import run_dir_of
 from alexnet.figures.render import FILES, PER_CLASS_CSV, RenderOptions
 from alexnet.train import train
+from alexnet.training.figure_callbacks import REPORT_PATTERNS, log_csv_tables
+from alexnet.training.tracking import sweep_dir_of, wandb_identity
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny synthetic data and two one-batch epochs: the network and its checkpoints are real.
@@ -251,8 +252,8 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
 ):
     import wandb
 
-    import alexnet.dashboard
     import alexnet.train
+    import alexnet.training.figure_callbacks
     from alexnet.figures.__main__ import log_to_new_wandb_run
 
     sweep = tmp_path / "logs" / "lrn_pool" / "multirun" / "2026-01-01_10-00-00"
@@ -265,7 +266,7 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
         pass
 
     def build_loggers(spec, output_dir, name, tags, config, group=None):
-        # what alexnet.loggers gives W&B: the spec's name and group win (none here)
+        # what alexnet.training.tracking gives W&B: the spec's name and group win (none here)
         seen["train"] = (spec["wandb"]["name"] or name, spec["wandb"]["group"] or group, tags)
         seen["config"] = config
         raise Stop  # the identity is all this test needs of training
@@ -286,7 +287,9 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
         return Run()
 
     monkeypatch.setattr(wandb, "init", init)
-    monkeypatch.setattr(alexnet.dashboard, "log_figures", lambda run, figures, step=None: None)
+    monkeypatch.setattr(
+        alexnet.training.figure_callbacks, "log_figures", lambda run, figures, step=None: None
+    )
     log_to_new_wandb_run({"mode": "offline", "group": None}, job, job / "last.ckpt", None, {})
     figures = seen["figures"]
     assert (figures["name"], figures["group"]) == (f"{name}/figures", group)
@@ -313,12 +316,12 @@ def test_a_failing_figure_never_costs_the_finished_run(cfg_factory, tmp_path, mo
     def broken(*args, **kwargs):
         raise RuntimeError("matplotlib fell over")
 
-    monkeypatch.setattr("alexnet.dashboard.render_figures", broken)
+    monkeypatch.setattr("alexnet.training.figure_callbacks.render_figures", broken)
     out = tmp_path / "run"
     cfg = cfg_factory(
         [*TINY, "logger.wandb=null", "trainer.max_epochs=1", "test=false"], output_dir=out
     )
-    with caplog.at_level("ERROR", logger="alexnet.dashboard"):
+    with caplog.at_level("ERROR", logger="alexnet.training.figure_callbacks"):
         results = train(cfg)
     assert results["status"] == "ok" and (out / "results.json").is_file()
     assert "python -m alexnet.figures ckpt_path=" in caplog.text

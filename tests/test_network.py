@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from alexnet import loggers
-from alexnet.loggers import build_loggers, finish_wandb
+from alexnet.training import tracking as loggers
+from alexnet.training.tracking import build_loggers, finish_wandb
 
 REPO = Path(__file__).resolve().parents[1]
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
@@ -40,7 +40,7 @@ def test_wandb_online_without_server_falls_back_to_offline_fast(
     online_without_server, tmp_path, caplog
 ):
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
+    with caplog.at_level(logging.WARNING, logger="alexnet.training.tracking"):
         (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
     assert time.monotonic() - start < 15  # the probe itself gives up after 3 s
     assert f"W&B server {CLOSED} is unreachable: logging offline" in caplog.text
@@ -57,7 +57,7 @@ def test_wandb_init_failure_falls_back_to_offline(
     monkeypatch.setattr(loggers, "wandb_reachable", lambda: True)
     monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 2.0)
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
+    with caplog.at_level(logging.WARNING, logger="alexnet.training.tracking"):
         (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
     assert time.monotonic() - start < 90
     assert "W&B online run could not start" in caplog.text
@@ -69,7 +69,7 @@ def test_figures_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, m
     # WANDB_MODE unset, the server unreachable -> a warning and an offline run, no online init.
     import wandb
 
-    import alexnet.dashboard
+    import alexnet.training.figure_callbacks
     from alexnet.figures.__main__ import log_to_new_wandb_run
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -86,12 +86,12 @@ def test_figures_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, m
 
     monkeypatch.setattr(wandb, "init", init)
     monkeypatch.setattr(
-        alexnet.dashboard,
+        alexnet.training.figure_callbacks,
         "log_figures",
         lambda run, figures, step=None: seen.setdefault("mode", run.settings.mode),
     )
     try:
-        with caplog.at_level(logging.WARNING, logger="alexnet.loggers"):
+        with caplog.at_level(logging.WARNING, logger="alexnet.training.tracking"):
             log_to_new_wandb_run({"mode": "auto"}, tmp_path, tmp_path / "last.ckpt", None, {})
     finally:
         finish_wandb()

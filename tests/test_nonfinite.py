@@ -11,8 +11,8 @@ import torch
 
 import alexnet.train as train_module
 from alexnet.module import Classifier
-from alexnet.nonfinite import NonFiniteLoss
 from alexnet.train import train
+from alexnet.training.nonfinite import NonFiniteLoss
 from conftest import compose_config
 from tiny_run import TINY, one_thread  # noqa: F401
 
@@ -114,7 +114,7 @@ class Reads(L.Callback):
 
 
 def test_fused_skip_reads_flags_at_log_steps_only(poisoned, tmp_path, monkeypatch):
-    from alexnet.nonfinite import NonFiniteGuard
+    from alexnet.training.nonfinite import NonFiniteGuard
 
     reads = Reads(NonFiniteGuard)
     monkeypatch.setattr(NonFiniteGuard, "_read", reads.patch)

@@ -184,7 +184,7 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
 def test_run_estimate_says_how_long_the_rest_takes(caplog):
     import logging
 
-    from alexnet.callbacks import RunEstimate, format_duration
+    from alexnet.training.callbacks import RunEstimate, format_duration
 
     class Trainer:
         estimated_stepping_batches, global_step, is_global_zero = 1020, 20, True
@@ -192,7 +192,7 @@ def test_run_estimate_says_how_long_the_rest_takes(caplog):
 
     est = RunEstimate(warmup=2, measure=3)
     batch = (None, torch.zeros(8))
-    with caplog.at_level(logging.INFO, logger="alexnet.callbacks"):
+    with caplog.at_level(logging.INFO, logger="alexnet.training.callbacks"):
         for _ in range(5):
             est.on_train_batch_end(Trainer(), None, None, batch, 0)
     assert est.estimate_s is not None and est.estimate_s >= 0

@@ -17,14 +17,14 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.callbacks import ImagesSeen, RunEstimate, SpeedMonitor
 from alexnet.data import DataError
 from alexnet.hardware import resolve_auto
-from alexnet.init_from import init_from_checkpoint
 from alexnet.module import Classifier
-from alexnet.nonfinite import NonFiniteGuard, NonFiniteLoss
 from alexnet.parallel.launch import module_class
-from alexnet.resume import BestCheckpoint, ResumeCheckpoint
+from alexnet.training.callbacks import ImagesSeen, RunEstimate, SpeedMonitor
+from alexnet.training.checkpoints import init_from_checkpoint
+from alexnet.training.nonfinite import NonFiniteGuard, NonFiniteLoss
+from alexnet.training.resume import BestCheckpoint, ResumeCheckpoint
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 

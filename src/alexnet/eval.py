@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed)
     ckpt_path = cfg.ckpt_path
     datamodule = build_data(cfg)
-    # weights_only: loading a checkpoint never runs code from it (alexnet.checkpoints).
+    # weights_only: loading a checkpoint never runs code from it (alexnet.training.checkpoints).
     module = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     splits = ["val", "test"] if cfg.split == "both" else [cfg.split]

@@ -10,11 +10,11 @@ each job's outcome lives in ``<job dir>/results.json``:
 - ``"status": "interrupted"``: Ctrl-C; the sweep stops, the next run tries this job again.
 - no ``results.json``: the job never ended (killed with its sweep) or never started.
 
-A job that was stopped from outside (killed, SIGTERM, Ctrl-C) and left a ``last.ckpt`` resumes
-from it in place (`resume_point`): its ``csv/metrics.csv`` is continued from the checkpoint
-(alexnet.loggers.ResumableCSVLogger), and the cell ends as if it had never stopped; only its old
-``results.json`` moves to ``attempts/<n>/``. Any other unfinished job starts afresh: what its last
-attempt left (``results.json``, ``csv/``, ``checkpoints/``, ``wandb/``) moves to
+A job that was stopped from outside (killed, SIGTERM, Ctrl-C) and left a ``last.ckpt`` resumes from
+it in place (`resume_point`): its ``csv/metrics.csv`` is continued from the checkpoint
+(alexnet.training.tracking.ResumableCSVLogger), and the cell ends as if it had never stopped; only
+its old ``results.json`` moves to ``attempts/<n>/``. Any other unfinished job starts afresh: what
+its last attempt left (``results.json``, ``csv/``, ``checkpoints/``, ``wandb/``) moves to
 ``attempts/<n>/``, so nothing is lost and the new attempt's logs are not mixed with the old ones.
 
 This module imports neither torch nor Lightning: the subprocess launcher

@@ -20,8 +20,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet import runs
-from alexnet.callbacks import SpeedMonitor
-from alexnet.dashboard import figure_callbacks, figures_at_train_end, wandb_identity
 from alexnet.entry import (
     CONF_DIR,
     USER_ERRORS,
@@ -31,11 +29,13 @@ from alexnet.entry import (
     report_user_error,
 )
 from alexnet.hardware import accelerator_type, describe, resolve_auto
-from alexnet.loggers import build_loggers, finish_wandb
 from alexnet.multirun import run_sweep_job, sweep_dir_of_job
-from alexnet.nonfinite import NonFiniteGuard, NonFiniteLoss
 from alexnet.parallel.launch import mark_rank_from_env, prepare_parallel
-from alexnet.resume import Preempted, ResumeCheckpoint
+from alexnet.training.callbacks import SpeedMonitor
+from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
+from alexnet.training.nonfinite import NonFiniteGuard, NonFiniteLoss
+from alexnet.training.resume import Preempted, ResumeCheckpoint
+from alexnet.training.tracking import build_loggers, finish_wandb, wandb_identity
 from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         prepare_parallel(trainer, datamodule)  # data.batch_size is the global batch
         try:
-            # weights_only: loading a checkpoint never runs code from it (alexnet.checkpoints).
+            # weights_only: loading a checkpoint never runs code from it
+            # (alexnet.training.checkpoints).
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             checkpoint = trainer.checkpoint_callback

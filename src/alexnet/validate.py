@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from alexnet.checkpoints import CheckpointError, check_checkpoint
+from alexnet.training.checkpoints import CheckpointError, check_checkpoint
 
 MISSING = object()
 STAGES = ("train", "eval", "data")

@@ -17,8 +17,8 @@ from test_parallel_training import make_trainer, overrides
 
 from alexnet.entry import build_data, build_module
 from alexnet.module import Classifier
-from alexnet.nonfinite import NonFiniteGuard, any_rank
 from alexnet.parallel.launch import prepare_parallel
+from alexnet.training.nonfinite import NonFiniteGuard, any_rank
 
 BAD_STEP = 2  # not the first: with a fused SGD the first step always takes the host path
 

@@ -77,8 +77,8 @@ def log_to_new_wandb_run(
     under `<run dir>/wandb/` beside the training run's."""
     import wandb
 
-    from alexnet.dashboard import log_figures, wandb_identity
-    from alexnet.loggers import start_wandb, wandb_settings
+    from alexnet.training.figure_callbacks import log_figures
+    from alexnet.training.tracking import start_wandb, wandb_identity, wandb_settings
 
     trained = training_config(run_dir)
     # The training run's own name and group (a copied-out checkpoint: task "figures").

@@ -28,11 +28,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from alexnet.entry import build_callbacks  # a real run's callbacks, not a copy of them
 from alexnet.models import build_model
 from alexnet.module import Classifier
-from alexnet.resume import ResumeCheckpoint
+from alexnet.training.resume import ResumeCheckpoint
 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
 # Fused (one kernel per step), as `optim.fused=true` in a run: it also lets the NaN guard skip a
-# bad step on the device instead of syncing on every step (alexnet.nonfinite).
+# bad step on the device instead of syncing on every step (alexnet.training.nonfinite).
 paper_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4, fused=True)
 unfused_sgd = functools.partial(paper_sgd, fused=None)
 

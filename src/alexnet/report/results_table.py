@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexnet.callbacks import format_duration
 from alexnet.report.claims import SCALE
 from alexnet.runs import Status
+from alexnet.training.callbacks import format_duration
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 HEADER = ("claim", "paper", "ours (mean, 95% CI, n)", "verdict", "hardware", "wall time", "report")

@@ -1,8 +1,8 @@
 """Send the report's tables and figure to W&B, as one more run of the sweep's group.
 
-Only when the sweep's jobs logged to W&B (their ``logger.wandb`` is set and not ``disabled``),
-in the same mode they used (offline unless logged in, see ``alexnet.loggers.wandb_mode``), same
-project, same group (the sweep dir's name unless the config named one). The run is
+Only when the sweep's jobs logged to W&B (their ``logger.wandb`` is set and not ``disabled``), in
+the same mode they used (offline unless logged in, see ``alexnet.training.tracking.wandb_mode``),
+same project, same group (the sweep dir's name unless the config named one). The run is
 ``job_type="report"``, named ``report``, and lives in ``<sweep dir>/wandb/``. Offline nothing
 touches the network; online, a W&B that cannot be reached costs at most ``INIT_TIMEOUT_S`` and
 a warning: the report files are written before and do not depend on it.
@@ -27,7 +27,7 @@ def wandb_spec(report: Report) -> dict[str, Any] | None:
     spec = (config.get("logger") or {}).get("wandb")
     if not isinstance(spec, dict):
         return None
-    from alexnet.loggers import wandb_mode
+    from alexnet.training.tracking import wandb_mode
 
     mode = wandb_mode(spec.get("mode", "auto"))
     return None if mode == "disabled" else {**spec, "mode": mode}

@@ -9,8 +9,8 @@ containers, numbers, strings, nothing else): `trainer.fit/test(..., weights_only
 also treats as True; we say so explicitly rather than rely on a default.)
 
 This project's checkpoints need nothing beyond that: hyper-parameters are plain dicts, RNG states
-plain tensors and tuples (alexnet.resume). `SAFE_GLOBALS` is where a type would be allow-listed
-if a future checkpoint needed one.
+plain tensors and tuples (alexnet.training.resume). `SAFE_GLOBALS` is where a type would be
+allow-listed if a future checkpoint needed one.
 
 `check_checkpoint` runs before any data or model work: it names what is wrong with a path (missing,
 a folder, not a checkpoint, carrying Python objects, lacking what training or evaluation needs)
@@ -19,12 +19,18 @@ in one line, by reading the file with weights_only loading, so nothing in it is 
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from alexnet.models import build_model
+
+log = logging.getLogger(__name__)
 
 # Types our checkpoints may hold beyond torch's default weights_only allow-list: none so far.
 SAFE_GLOBALS: list[Any] = []
@@ -106,3 +112,67 @@ def check_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any
             f"checkpoint written by alexnet.train"
         )
     return checkpoint
+
+
+# -- VGG: start a deeper net from a trained net A (model.init_from) --------------------------
+# VGG section 3.1, optional: start a deeper configuration from a trained net A.
+#
+# "When training deeper architectures, we initialised the first four convolutional layers and the
+# last three fully-connected layers with the layers of net A (the intermediate layers were
+# initialised randomly)." -- ``model.init_from=path/to/A.ckpt`` in the train config does this
+# (``alexnet.train.build_module`` calls ``init_from_checkpoint``). The paper adds that a
+# Glorot-style random initialisation makes the pre-training unnecessary, and the VGG networks here
+# default to Kaiming initialisation, so this is a reproduction option, not a requirement.
+#
+# The source is any checkpoint this project wrote: its hyper-parameters rebuild the network, as in
+# ``Classifier.load_from_checkpoint``, without Lightning or a config file.
+
+
+PREFIX = "net."  # the Classifier keeps the network under `net`
+
+
+def load_network(ckpt_path: str | Path) -> nn.Module:
+    """The network stored in a checkpoint written by training (``.../checkpoints/*.ckpt``)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model.init_from={ckpt_path} does not exist; give the .ckpt of a trained net A"
+        )
+    ckpt = load_checkpoint(path)
+    model = dict(ckpt.get("hyper_parameters", {}).get("model") or {})
+    if not model:
+        raise ValueError(
+            f"model.init_from={ckpt_path} holds no model hyper-parameters; give a "
+            f"checkpoint written by alexnet.train"
+        )
+    net = build_model(**model)
+    state = {
+        k.removeprefix(PREFIX): v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)
+    }
+    net.load_state_dict(state)
+    return net
+
+
+def init_from_checkpoint(net: nn.Module, ckpt_path: str | Path) -> list[str]:
+    """Copy the first four convs and fc6-fc8 of the checkpoint's network into ``net`` (see
+    ``VGG.init_from``); returns the names of the parameters of ``net`` that were overwritten."""
+    if not hasattr(net, "init_from"):
+        raise ValueError(
+            f"model.init_from works for the VGG networks (vgg, vgg_cifar); "
+            f"{type(net).__name__} cannot be initialised from net A"
+        )
+    source = load_network(ckpt_path)
+    if type(source) is not type(net):
+        raise ValueError(
+            f"model.init_from={ckpt_path} holds a {type(source).__name__}, but this "
+            f"run trains a {type(net).__name__}; give a checkpoint of the same kind"
+        )
+    copied = net.init_from(source)
+    log.info(
+        "initialised %d tensors of config %s from config %s in %s",
+        len(copied),
+        net.config,
+        source.config,
+        ckpt_path,
+    )
+    return copied

@@ -38,7 +38,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet.loggers import ResumableCSVLogger
+from alexnet.training.tracking import ResumableCSVLogger
 
 log = logging.getLogger(__name__)
 # Logged once per epoch, after every callback's epoch-end hook (alexnet.module).
@@ -155,7 +155,7 @@ class ResumeCheckpoint(Checkpoint):
         now = time.perf_counter() - self._started if self._started is not None else 0.0
         return self._time_before + now
 
-    # -- csv/metrics.csv follows the checkpoint (alexnet.loggers.ResumableCSVLogger) -----------
+    # -- csv/metrics.csv follows the checkpoint (tracking.ResumableCSVLogger) -----------------
     def _csv_loggers(self) -> list[ResumableCSVLogger]:
         trainer = self._trainer
         if trainer is None or not trainer.is_global_zero:

@@ -15,7 +15,7 @@ import logging
 import netrc
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -147,8 +147,9 @@ class ResumableCSVLogger(CSVLogger):
     directory, as an ablation grid's interrupted cell does.
 
     Every row is written as soon as it is logged, so the file always holds what was logged.
-    `alexnet.resume.ResumeCheckpoint` stores in each checkpoint how many rows the file held when
-    it was written, and on resume calls `restart` to drop the rows logged after that checkpoint:
+    `alexnet.training.resume.ResumeCheckpoint` stores in each checkpoint how many rows the file held
+    when it was written, and on resume calls `restart` to drop the rows logged after that
+    checkpoint:
     the resumed run logs them again, and the file ends as that of a run that never stopped.
     """
 
@@ -242,3 +243,50 @@ def finish_wandb() -> None:
         # finish() can return before the service has written the run's last records (the test
         # metrics) to disk; tearing the service down waits for that. A next run starts its own.
         wandb.teardown()
+
+
+# -- the run's identity ----------------------------------------------------------------------
+
+
+def sweep_dir_of(run_dir: Path) -> Path | None:
+    """The multirun folder holding ``run_dir``, or None for a single run.
+
+    Hydra writes ``multirun.yaml`` into the sweep folder before it starts the first job, and each
+    job runs in a sub-folder of it, so this works during training and later alike.
+    """
+    parent = Path(run_dir).resolve().parent
+    return parent if (parent / "multirun.yaml").is_file() else None
+
+
+def wandb_identity(
+    task_name: str, tags: Sequence[str], run_dir: Path, spec: Mapping[str, Any] | None = None
+) -> tuple[str, str, list[str]]:
+    """``(name, group, tags)`` of the W&B run of the training run in ``run_dir``.
+
+    The one naming rule: training (``alexnet.train``) names its run with it, and
+    ``python -m alexnet.figures`` calls it again on the checkpoint's run dir, so the figures run
+    (``<name>/figures``) lands in the training run's group.
+
+    A single run is named and grouped by its ``task_name`` (each experiment sets its own), so
+    the runs of one recipe sit together. A sweep job (its folder sits in one holding
+    ``multirun.yaml``) is named after its job folder (the swept overrides, e.g.
+    ``model.lrn=false,seed=0``) and grouped by the sweep folder's name, so each sweep is one
+    group (the report's run joins it, ``alexnet.report.wandb_log``); it is also tagged ``sweep``.
+    ``spec`` is the run's ``logger.wandb`` block: its ``name`` and ``group``, when set, win.
+    """
+    tags = [str(t) for t in tags]
+    sweep = sweep_dir_of(run_dir)
+    if sweep is None:
+        name = group = task_name
+    else:
+        name, group, tags = Path(run_dir).name, sweep.name, [*tags, "sweep"]
+    spec = spec or {}
+    return spec.get("name") or name, spec.get("group") or group, tags
+
+
+def wandb_run(loggers: Iterable[Any]):
+    """The W&B run behind a WandbLogger in ``loggers``, or None."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            return logger.experiment
+    return None

@@ -1,6 +1,6 @@
-"""What a run shows, in W&B and as PNG files in its run directory.
+"""The figures a run draws while and after it trains, as PNG files in its run directory and in
+W&B (the W&B run's name and group: ``alexnet.training.tracking.wandb_identity``).
 
-* :func:`wandb_identity`: the W&B run's name, group and tags, from the experiment and the sweep;
 * :class:`KernelSnapshots`: Figure 3 every N epochs while training, to watch the kernels form;
 * :func:`figures_at_train_end`: all figures for the trained network (``alexnet.figures.render``)
   into ``<run dir>/figures/``, then as W&B images and tables;
@@ -15,66 +15,19 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
 from alexnet.figures.render import FigureSet, RenderOptions, draw_kernels, render_figures, towers_of
-from alexnet.loggers import STEP_METRIC
+from alexnet.training.tracking import STEP_METRIC, sweep_dir_of, wandb_run
 
 log = logging.getLogger(__name__)
 
 # CSV files in a sweep directory that are logged as W&B tables: the ablation report's output.
 REPORT_PATTERNS = ("report*.csv", "ablation*.csv")
-
-
-# -- the run's identity ----------------------------------------------------------------------
-
-
-def sweep_dir_of(run_dir: Path) -> Path | None:
-    """The multirun folder holding ``run_dir``, or None for a single run.
-
-    Hydra writes ``multirun.yaml`` into the sweep folder before it starts the first job, and each
-    job runs in a sub-folder of it, so this works during training and later alike.
-    """
-    parent = Path(run_dir).resolve().parent
-    return parent if (parent / "multirun.yaml").is_file() else None
-
-
-def wandb_identity(
-    task_name: str, tags: Sequence[str], run_dir: Path, spec: Mapping[str, Any] | None = None
-) -> tuple[str, str, list[str]]:
-    """``(name, group, tags)`` of the W&B run of the training run in ``run_dir``.
-
-    The one naming rule: training (``alexnet.train``) names its run with it, and
-    ``python -m alexnet.figures`` calls it again on the checkpoint's run dir, so the figures run
-    (``<name>/figures``) lands in the training run's group.
-
-    A single run is named and grouped by its ``task_name`` (each experiment sets its own), so
-    the runs of one recipe sit together. A sweep job (its folder sits in one holding
-    ``multirun.yaml``) is named after its job folder (the swept overrides, e.g.
-    ``model.lrn=false,seed=0``) and grouped by the sweep folder's name, so each sweep is one
-    group (the report's run joins it, ``alexnet.report.wandb_log``); it is also tagged ``sweep``.
-    ``spec`` is the run's ``logger.wandb`` block: its ``name`` and ``group``, when set, win.
-    """
-    tags = [str(t) for t in tags]
-    sweep = sweep_dir_of(run_dir)
-    if sweep is None:
-        name = group = task_name
-    else:
-        name, group, tags = Path(run_dir).name, sweep.name, [*tags, "sweep"]
-    spec = spec or {}
-    return spec.get("name") or name, spec.get("group") or group, tags
-
-
-def wandb_run(loggers: Iterable[Any]):
-    """The W&B run behind a WandbLogger in ``loggers``, or None."""
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            return logger.experiment
-    return None
 
 
 # -- figures during and after training --------------------------------------------------------

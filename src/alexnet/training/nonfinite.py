@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from alexnet.resume import CleanStop
+from alexnet.training.resume import CleanStop
 
 log = logging.getLogger(__name__)
 
