@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from alexnet.figures import read_metrics_csv
-from alexnet.report.speed import first_reaching
+from alexnet.report.convergence import first_reaching
 from alexnet.train import train
 from conftest import CONF_DIR
 

@@ -12,7 +12,7 @@ from sweeps import config_of, write_curves, write_job, write_multirun
 
 from alexnet.report import main, write_report
 from alexnet.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from alexnet.report.speed import first_reaching
+from alexnet.report.convergence import first_reaching
 from alexnet.report.sweep import expand_grid, read_sweep
 
 # test top-1 error (points) per (lrn, pool) cell and seed: variance 4 in every cell, so the LRN

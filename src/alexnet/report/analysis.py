@@ -17,7 +17,7 @@ from alexnet.report.claims import (
     factor_contrasts,
     judge,
 )
-from alexnet.report.speed import CellSpeed, Speedup, cell_speed, speedup
+from alexnet.report.convergence import CellSpeed, Speedup, cell_speed, speedup
 from alexnet.report.stats import Estimate, mean_ci
 from alexnet.report.sweep import OK, Cell, Job, Sweep
 

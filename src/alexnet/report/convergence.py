@@ -1,4 +1,5 @@
-"""Figure 1: how soon a net first reaches 25% training error, and ReLU's speed-up over tanh.
+"""Convergence speed (Figure 1): how soon a net first reaches 25% training error, and ReLU's
+speed-up over tanh.
 
 A job's *time to 25%* is the first epoch whose training error (``train/top1_err``, the error over
 that epoch's batches, as cuda-convnet reported it) is at or below 0.25, counted in epochs
