@@ -78,7 +78,7 @@ results: install ## rewrite the README's results table from the committed runs u
 
 .PHONY: bench-towers
 bench-towers: install ## the towers' traffic per step and a towers vs grouped step on CPU (ARGS="--model alexnet")
-	$(PYTHON) -m alexnet.parallel.bench $(ARGS)
+	$(PYTHON) -m alexnet.bench.towers $(ARGS)
 
 # -- speed ---------------------------------------------------------------------------------------
 bench: install ## img/s of the training step, raw loop vs Lightning, LRN, input pipelines -> bench.json

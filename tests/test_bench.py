@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from alexnet.bench import bench, format_report
-from alexnet.perf.flops import flops_per_image, mfu, peak_flops
+from alexnet.bench.__main__ import bench, format_report
+from alexnet.bench.flops import flops_per_image, mfu, peak_flops
 
 TINY = [
     "model=alexnet_cifar",

@@ -7,7 +7,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "alexnet"
 ENTRIES = {
     "alexnet.train": SRC / "train.py",
     "alexnet.eval": SRC / "eval.py",
-    "alexnet.bench": SRC / "bench.py",
+    "alexnet.bench.__main__": SRC / "bench" / "__main__.py",
+    "alexnet.bench.towers": SRC / "bench" / "towers.py",
     "alexnet.prepare": SRC / "prepare.py",
     "alexnet.prepare_store": SRC / "prepare_store.py",
     "alexnet.check_data": SRC / "check_data.py",

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from alexnet.bench.lrn import bench_lrn
 from alexnet.kernels import lrn as klrn
 from alexnet.kernels.lrn import (
     FusedLocalResponseNorm,
-    bench_lrn,
     fused_lrn_available,
     lrn_triton,
 )

@@ -11,10 +11,10 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
+from alexnet.bench.towers import comm_volume
 from alexnet.hardware import resolve_auto
 from alexnet.models import AlexNet, AlexNetCifar, AlexNetTV
 from alexnet.module import Classifier
-from alexnet.parallel.bench import comm_volume
 from alexnet.parallel.launch import (
     data_parallel_size,
     mark_rank_from_env,

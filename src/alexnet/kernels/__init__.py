@@ -2,9 +2,8 @@
 
 from alexnet.kernels.lrn import (
     FusedLocalResponseNorm,
-    bench_lrn,
     fused_lrn_available,
     lrn_triton,
 )
 
-__all__ = ["FusedLocalResponseNorm", "bench_lrn", "fused_lrn_available", "lrn_triton"]
+__all__ = ["FusedLocalResponseNorm", "fused_lrn_available", "lrn_triton"]

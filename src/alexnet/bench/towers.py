@@ -1,4 +1,4 @@
-"""How much the towers talk, and what a towers step costs: ``python -m alexnet.parallel.bench``.
+"""How much the towers talk, and what a towers step costs: ``python -m alexnet.bench.towers``.
 
 Prints (1) the numbers each tower sends per training step, from the layer shapes, and (2) the
 wall time of one SGD step (forward, backward, update) of the two towers on two gloo processes
@@ -6,8 +6,8 @@ against the grouped net in one process, on this machine's CPU, plus the time the
 collectives alone take with the same shapes. Figures are printed, never asserted: timings on a
 shared CPU are noisy, and a CPU says little about GPUs.
 
-    python -m alexnet.parallel.bench --model alexnet_cifar --batch 32
-    python -m alexnet.parallel.bench --model alexnet --batch 8 --steps 3
+    python -m alexnet.bench.towers --model alexnet_cifar --batch 32
+    python -m alexnet.bench.towers --model alexnet --batch 8 --steps 3
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import socket
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn import functional as F
 
+from alexnet.bench.timer import step_times
 from alexnet.models import build_model
 from alexnet.parallel.comm import gather_towers, sum_towers
 from alexnet.parallel.towers import TOWERS, TowerAlexNet
@@ -87,30 +87,25 @@ def _batch(net, batch: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _step_times(net, x, y, steps: int, barrier=None) -> list[float]:
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    times = []
-    for _ in range(steps + 1):  # the first step warms up allocators and is dropped
-        if barrier:
-            barrier()
-        start = time.perf_counter()
+
+    def step():
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
-        times.append(time.perf_counter() - start)
-    return times[1:]
+
+    return step_times(step, steps, before=barrier)  # the untimed first step warms allocators
 
 
 def _comm_times(vol: CommVolume, batch: int, steps: int) -> list[float]:
     """The towers' collectives alone (forward and backward), shapes as in a real step."""
-    times = []
-    for _ in range(steps + 1):
-        dist.barrier()
-        start = time.perf_counter()
+
+    def step():
         for n in (vol.conv3_input, vol.fc6_input, vol.fc7_input):
             half = torch.zeros(batch, n, requires_grad=True)
             gather_towers(half).sum().backward()  # all-gather + reduce-scatter
         sum_towers(torch.zeros(batch, vol.output))
-        times.append(time.perf_counter() - start)
-    return times[1:]
+
+    return step_times(step, steps, before=dist.barrier)
 
 
 def _tower_worker(

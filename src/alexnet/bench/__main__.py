@@ -36,12 +36,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet import runs
+from alexnet.bench import inputs, loops
+from alexnet.bench.flops import flops_per_image, mfu, peak_flops
+from alexnet.bench.lrn import bench_lrn
+from alexnet.bench.timer import seconds_per_call
 from alexnet.entry import CONF_DIR, one_line_errors
 from alexnet.hardware import describe
-from alexnet.kernels.lrn import bench_lrn
 from alexnet.models import MODELS
-from alexnet.perf import inputs, loops
-from alexnet.perf.flops import flops_per_image, mfu, peak_flops
 
 log = logging.getLogger(__name__)
 SECTIONS = ("train_step", "loop", "lrn", "input", "cpu_train")
@@ -318,13 +319,7 @@ def matmul_gflops(
     """GFLOP/s of an n x n matrix product: what this device's BLAS reaches in `dtype`."""
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
-    a @ b  # warm-up
-    loops.sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        a @ b
-    loops.sync(device)
-    return 2 * n**3 * steps / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 / seconds_per_call(lambda _i: a @ b, device, 1, steps) / 1e9
 
 
 def run_cpu_train(cfg, device, prof) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from alexnet.bench.timer import sync
 from alexnet.data.base import ArrayDataset, FolderDataset
 from alexnet.data.batch_transforms import batch_transform_of
 from alexnet.data.device_loader import DeviceLoader
@@ -34,11 +35,11 @@ from alexnet.data.transforms import build_transforms
 
 
 def time_loader(loader: Iterable, device: torch.device, batches: int) -> dict[str, float]:
-    """{"img_per_s", "batches"} over up to `batches` batches after a first, untimed one."""
+    """{"img_per_s", "batches"} over up to `batches` batches after a first, untimed one (an
+    iterator's throughput, so not `timer.seconds_per_call`; the same synchronisation)."""
     iterator = iter(loader)
     next(iterator)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     images = done = 0
     start = time.perf_counter()
     for x, _ in iterator:
@@ -47,8 +48,7 @@ def time_loader(loader: Iterable, device: torch.device, batches: int) -> dict[st
         done += 1
         if done == batches:
             break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     seconds = time.perf_counter() - start
     return {"img_per_s": images / seconds if seconds > 0 else 0.0, "batches": done}
 

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet.bench.timer import seconds_per_call, sync
 from alexnet.entry import build_callbacks  # a real run's callbacks, not a copy of them
 from alexnet.models import build_model
 from alexnet.module import Classifier
@@ -35,11 +36,6 @@ from alexnet.training.resume import ResumeCheckpoint
 # bad step on the device instead of syncing on every step (alexnet.training.nonfinite).
 paper_sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4, fused=True)
 unfused_sgd = functools.partial(paper_sgd, fused=None)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic_batches(
@@ -120,14 +116,7 @@ def raw_loop(
 
 def _time(step: Callable[[int], None], device: torch.device, warmup: int, steps: int) -> float:
     """Steps per second over `steps` steps after `warmup` ones."""
-    for i in range(warmup):
-        step(i)
-    sync(device)
-    start = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(i)
-    sync(device)
-    return steps / (time.perf_counter() - start)
+    return 1.0 / seconds_per_call(step, device, warmup, steps)
 
 
 class NaiveClassifier(Classifier):
