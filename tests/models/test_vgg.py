@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from alexnet.data.stats import IMAGENET_MEAN_RGB as MEAN_01
 from alexnet.data.vgg_transforms import (
-    IMAGENET_MEAN_RGB,
     IsotropicRescale,
     VGGDenseEval,
     VGGTrain,
@@ -19,6 +19,8 @@ from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.vgg import PARAM_COUNTS, VGG, VGGCifar
 
 CONFIGS = ["A", "A_LRN", "B", "C", "D", "E"]
+
+MEAN_RGB = tuple(float(v) for v in MEAN_01 * 255.0)  # ImageNet mean, 0..255
 
 
 def n_params(model: nn.Module) -> int:
@@ -323,16 +325,16 @@ def test_fixed_scale_is_exact(shape):
 
 def test_vgg_train_crop_flip_mean_and_seed():
     img = image(300, 420)
-    train = VGGTrain(IMAGENET_MEAN_RGB, scale=(256, 512), seed=0)
+    train = VGGTrain(MEAN_RGB, scale=(256, 512), seed=0)
     outs = [train(img) for _ in range(5)]
     assert all(o.shape == (3, 224, 224) and o.dtype == torch.float32 for o in outs)
-    again = VGGTrain(IMAGENET_MEAN_RGB, scale=(256, 512), seed=0)
+    again = VGGTrain(MEAN_RGB, scale=(256, 512), seed=0)
     for o in outs:
         torch.testing.assert_close(again(img), o)  # reproducible with a seed
     # A constant image: the output is exactly its value minus the mean RGB.
     flat = np.full((260, 300, 3), (200, 100, 50), dtype=np.uint8)
-    out = VGGTrain(IMAGENET_MEAN_RGB, scale=256, seed=1)(flat)
-    expected = torch.tensor([200.0, 100.0, 50.0]) - torch.tensor(IMAGENET_MEAN_RGB)
+    out = VGGTrain(MEAN_RGB, scale=256, seed=1)(flat)
+    expected = torch.tensor([200.0, 100.0, 50.0]) - torch.tensor(MEAN_RGB)
     torch.testing.assert_close(out.mean((1, 2)), expected)
 
 
@@ -368,18 +370,18 @@ def test_vgg_train_lighting_shifts_colour():
 
 def test_vgg_train_bad_arguments():
     with pytest.raises(ValueError, match="crop"):
-        VGGTrain(IMAGENET_MEAN_RGB, scale=200)
+        VGGTrain(MEAN_RGB, scale=200)
     with pytest.raises(ValueError, match="S_min"):
-        VGGTrain(IMAGENET_MEAN_RGB, scale=(512, 256))
+        VGGTrain(MEAN_RGB, scale=(512, 256))
     with pytest.raises(ValueError, match="uint8"):
-        VGGTrain(IMAGENET_MEAN_RGB)(np.zeros((300, 300, 3), dtype=np.float32))
+        VGGTrain(MEAN_RGB)(np.zeros((300, 300, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="mean_rgb"):
         VGGTrain((1.0, 2.0))
 
 
 def test_dense_eval_preset_feeds_dense_scores():
     img = image(300, 450)
-    x = VGGDenseEval(IMAGENET_MEAN_RGB, scale=64)(img)
+    x = VGGDenseEval(MEAN_RGB, scale=64)(img)
     assert x.shape == (3, 64, 96) and x.dtype == torch.float32
     model = VGGCifar("A", width=0.25).eval()
     with torch.no_grad():

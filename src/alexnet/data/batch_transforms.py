@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alexnet.data.stats import DatasetStats
+from alexnet.data.stats import DatasetStats, lighting_offset
 from alexnet.data.transforms import (
     CifarTrain,
     NoAug,
@@ -39,7 +39,6 @@ from alexnet.data.transforms import (
     PaperTrain,
     Preset,
     TenCrop,
-    lighting_offset,
 )
 
 

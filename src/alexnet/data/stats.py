@@ -197,3 +197,14 @@ def compute_stats(images: np.ndarray | Iterable[np.ndarray]) -> DatasetStats:
     if sums is None or sums.images == 0:
         raise ValueError("compute_stats got no images")
     return sums.finish()
+
+
+def lighting_offset(alpha, eigval, eigvec, scale: float = 255.0):
+    """The colour the paper adds to every pixel: `scale * eigvec @ (alpha * eigval)`.
+
+    `alpha` is (3,) or a batch (N, 3); `eigval` (3,); `eigvec` (3, 3) with eigenvectors as
+    columns. Returns (3,) or (N, 3) in the type of the inputs (numpy arrays or torch tensors,
+    all of one kind), so a batched GPU implementation can reuse it and be checked against
+    `PCALighting` with the same alphas. `scale=255` converts the [0, 1]-pixel eigens to 0..255.
+    """
+    return scale * (alpha * eigval) @ eigvec.T

@@ -7,7 +7,7 @@ Read top to bottom like the paper:
 2. training takes a random 224x224 patch and its horizontal reflection (`PaperTrain`);
 3. and adds multiples of the principal components of the training set's RGB values to every
    pixel, with coefficients alpha_i ~ N(0, 0.1) drawn once per image per presentation
-   (`PCALighting`, `lighting_offset`);
+   (`PCALighting`, on `alexnet.data.stats.lighting_offset`);
 4. at test time the network sees the centre patch (`PaperEval`) or averages its softmax over
    ten patches: four corners, the centre, and their reflections (`TenCrop`).
 
@@ -45,7 +45,10 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from alexnet.data.stats import DatasetStats
+from alexnet.data.stats import (
+    DatasetStats,
+    lighting_offset,  # noqa: F401 (used below, and re-exported)
+)
 from alexnet.data.vgg_transforms import build_vgg_transforms
 
 # --------------------------------------------------------------------------------------------
@@ -72,17 +75,6 @@ class SubtractMeanImage(A.ImageOnlyTransform):
                 f"image size; recompute them (alexnet.data.stats.compute_stats) for this one"
             )
         return np.subtract(img, self.mean_image, dtype=np.float32)
-
-
-def lighting_offset(alpha, eigval, eigvec, scale: float = 255.0):
-    """The colour the paper adds to every pixel: `scale * eigvec @ (alpha * eigval)`.
-
-    `alpha` is (3,) or a batch (N, 3); `eigval` (3,); `eigvec` (3, 3) with eigenvectors as
-    columns. Returns (3,) or (N, 3) in the type of the inputs (numpy arrays or torch tensors,
-    all of one kind), so a batched GPU implementation can reuse it and be checked against
-    `PCALighting` with the same alphas. `scale=255` converts the [0, 1]-pixel eigens to 0..255.
-    """
-    return scale * (alpha * eigval) @ eigvec.T
 
 
 class PCALighting(A.ImageOnlyTransform):

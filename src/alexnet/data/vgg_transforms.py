@@ -41,10 +41,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import get_worker_info
 
-from alexnet.data.stats import DatasetStats
-
-# The mean RGB of the ILSVRC training set as shipped with the authors' released models.
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+from alexnet.data.stats import DatasetStats, lighting_offset
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
@@ -119,7 +116,7 @@ class VGGTrain:
     """Training preset: rescale (S fixed or jittered), random crop, flip, lighting, minus mean.
 
     Args:
-        mean_rgb: per-channel mean in 0..255 units (e.g. ``IMAGENET_MEAN_RGB``).
+        mean_rgb: per-channel mean in 0..255 units (``mean_rgb_from_stats``).
         scale: S (256 or 384 in the paper) or (S_min, S_max) = (256, 512) for scale jitter.
         crop: side of the square random crop (224); must not exceed S_min.
         flip: random horizontal flip with probability 1/2.
@@ -193,7 +190,8 @@ class VGGTrain:
             x = torch.flip(x, dims=(-1,))
         if self.eigval is not None and self.lighting > 0:
             alpha = torch.randn(3, generator=self.generator) * self.lighting
-            shift = self.eigvec @ (alpha * self.eigval)  # one RGB offset for the whole image
+            # one RGB offset for the whole image: the paper's formula, as the AlexNet presets
+            shift = lighting_offset(alpha, self.eigval, self.eigvec, scale=1.0)
             x = x + shift.view(3, 1, 1)
         return (x - self.mean).contiguous()
 
