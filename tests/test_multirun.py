@@ -47,13 +47,6 @@ def job_cfg(job_dir: Path):
 # ---- one job of a sweep -----------------------------------------------------------------------
 
 
-def test_finished_job_is_skipped(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({"status": "ok", "metrics": {"a": 1}}))
-    called = []
-    out = run_sweep_job(job_cfg(tmp_path), lambda cfg: called.append(cfg))
-    assert called == [] and out["metrics"] == {"a": 1}
-
-
 def test_failing_job_records_one_line_and_does_not_raise(tmp_path):
     def task(cfg):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
@@ -82,8 +75,7 @@ def test_retry_moves_the_last_attempt_aside(tmp_path):
     (job / "csv" / "metrics.csv").write_text("epoch,step\n0,1\n")
     (job / "train.log").write_text("first attempt\n")
     (job / "results.json").write_text(json.dumps({"status": "failed"}))
-    out = run_sweep_job(job_cfg(job), lambda cfg: {"status": "ok"})
-    assert out == {"status": "ok"}
+    assert set_aside_previous_attempt(job) == job / ATTEMPTS / "1"  # the launcher calls it
     first = job / ATTEMPTS / "1"
     assert (first / "csv" / "metrics.csv").is_file() and (first / "results.json").is_file()
     assert (job / ".hydra").is_dir() and (job / "train.log").is_file()  # Hydra's stay put

@@ -181,22 +181,17 @@ def _config_for_record(cfg: DictConfig) -> dict[str, Any]:
 def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> dict[str, Any]:
     """Run ``task(cfg)`` as one job of a sweep; never raises an Exception.
 
-    Returns the job's results: the earlier ones when it is done already, ``task``'s when it
-    succeeds, a ``"failed"`` record (also written to ``results.json``) when it raises.
-    KeyboardInterrupt writes ``"interrupted"`` and propagates: Ctrl-C stops the sweep.
+    Returns ``task``'s results when it succeeds, a ``"failed"`` record (also written to
+    ``results.json``) when it raises. KeyboardInterrupt writes ``"interrupted"`` and propagates:
+    Ctrl-C stops the sweep. Skipping finished jobs and setting earlier attempts aside (or
+    resuming them) is the launcher's work (hydra_plugins.alexnet_launcher), done before the
+    job's process starts; Hydra's basic launcher (``hydra/launcher=basic``) does neither.
     """
     job_dir = Path(cfg.paths.output_dir)
     if os.environ.get("LOCAL_RANK", "0") != "0":
         # A rank Lightning started for a multi-device job: the job's first process does the
         # bookkeeping (moving files here would pull them from under it).
         return task(cfg)
-    if is_done(job_dir):
-        log.info("skipping %s: results.json says it finished", job_dir)
-        return read_results(job_dir) or {}
-    if not os.environ.get(SWEEP_DIR_ENV):
-        # Jobs run in the sweep's process (hydra/launcher=basic); the subprocess launcher has
-        # already set the last attempt aside, or left it in place to resume it.
-        set_aside_previous_attempt(job_dir)
     start = time.perf_counter()
 
     def record(status: str, error: str) -> dict[str, Any]:
