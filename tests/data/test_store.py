@@ -12,7 +12,8 @@ from PIL import Image
 
 from alexnet.data import DataError
 from alexnet.data.batch_transforms import BatchEval, BatchTrain
-from alexnet.data.folder import index_folder, load_rgb, resize_shorter_and_center_crop
+from alexnet.data.folder import index_folder, resize_shorter_and_center_crop
+from alexnet.data.images import open_rgb
 from alexnet.data.order import batch_seed
 from alexnet.data.stats import imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreLoader, store_folder, write_store
@@ -41,7 +42,7 @@ def test_store_round_trip_is_the_paper_preprocessing(store_root):
     assert (store.size, store.quality) == (256, 90)
     assert store.offsets[0] == 0 and np.all(np.diff(store.offsets) > 0)
     for i in range(len(store)):
-        want = resize_shorter_and_center_crop(load_rgb(index.paths[i]), 256)
+        want = resize_shorter_and_center_crop(open_rgb(index.paths[i])[0], 256)
         encoded = io.BytesIO()
         Image.fromarray(want).save(encoded, format="JPEG", quality=90)
         assert store.encoded(i).numpy().tobytes() == encoded.getvalue()

@@ -52,12 +52,6 @@ def index_folder(root: Path, hint: str) -> FolderIndex:
     return FolderIndex(root, classes, paths, labels)
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open any image as RGB (grayscale, CMYK, palette and alpha images are converted)."""
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
 def resize_shorter_and_center_crop(img: Image.Image, size: int) -> np.ndarray:
     """The paper's preprocessing: shorter side to `size` (upscaling small images), then the
     central `size` x `size` patch. Returns uint8 HxWx3."""
