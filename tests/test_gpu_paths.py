@@ -4,7 +4,7 @@ net, nvjpeg against CPU decoding, batched augmentation on CUDA against the CPU."
 import pytest
 import torch
 
-from alexnet.data.batch_transforms import BatchTrain
+from alexnet.data.augment.batched import BatchTrain
 from alexnet.data.folder import index_folder
 from alexnet.data.stats import compute_stats, imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreLoader, write_store

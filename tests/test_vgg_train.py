@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.vgg_transforms import VGGDenseEval, mean_rgb_from_stats
+from alexnet.data.augment.vgg import VGGDenseEval, mean_rgb_from_stats
 from alexnet.entry import build_data, build_module
 from alexnet.eval import evaluate
 from alexnet.module import Classifier

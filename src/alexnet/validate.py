@@ -319,8 +319,8 @@ class _Checks:
 
     def aug_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """(train or eval, CHW shape) the presets make of an image of the data's size."""
+        from alexnet.data.augment.presets import build_transforms
         from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
-        from alexnet.data.transforms import build_transforms
 
         aug = self.get("aug", None)
         size = getattr(self.datamodule, "image_size", None)

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.batch_transforms import (
+from alexnet.data.augment.batched import (
     BatchEval,
     BatchTrain,
     Draws,
     batch_transform_of,
 )
-from alexnet.data.stats import compute_stats
-from alexnet.data.transforms import (
+from alexnet.data.augment.presets import (
     CifarTrain,
     NoAug,
     PaperEval,
@@ -25,6 +24,7 @@ from alexnet.data.transforms import (
     build_transforms,
     to_chw_tensor,
 )
+from alexnet.data.stats import compute_stats
 
 
 def _images(n, size, seed=0):

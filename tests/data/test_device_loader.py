@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.batch_transforms import BatchEval, BatchTrain
+from alexnet.data.augment.batched import BatchEval, BatchTrain
 from alexnet.data.device_loader import DeviceLoader
 from alexnet.data.order import batch_seed, epoch_permutation
 from alexnet.data.stats import compute_stats

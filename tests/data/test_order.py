@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from alexnet.data.augment.presets import CifarTrain
 from alexnet.data.base import ArrayDataset
 from alexnet.data.order import KeyedItems, TrainOrder, order_state, train_order
 from alexnet.data.stats import compute_stats
-from alexnet.data.transforms import CifarTrain
 
 
 def test_permutation_depends_on_seed_and_epoch_only():

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from alexnet.data import DataError
-from alexnet.data.batch_transforms import BatchEval, BatchTrain
+from alexnet.data.augment.batched import BatchEval, BatchTrain
 from alexnet.data.folder import index_folder, resize_shorter_and_center_crop
 from alexnet.data.images import open_rgb
 from alexnet.data.order import batch_seed

@@ -9,8 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
-from alexnet.data.transforms import (
+from alexnet.data.augment.presets import (
     CifarTrain,
     NoAug,
     PaperEval,
@@ -20,6 +19,7 @@ from alexnet.data.transforms import (
     build_transforms,
     lighting_offset,
 )
+from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
 
 
 def zero_mean_stats(h: int, w: int | None = None) -> DatasetStats:

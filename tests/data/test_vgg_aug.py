@@ -10,10 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from alexnet.data import vgg_transforms
-from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
-from alexnet.data.transforms import build_transforms, lighting_offset
-from alexnet.data.vgg_transforms import (
+from alexnet.data.augment import vgg as vgg_transforms
+from alexnet.data.augment.presets import build_transforms, lighting_offset
+from alexnet.data.augment.vgg import (
     VGGCenterEval,
     VGGDenseEval,
     VGGMultiCrop,
@@ -23,6 +22,7 @@ from alexnet.data.vgg_transforms import (
     dense_collate,
     mean_rgb_from_stats,
 )
+from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
 from alexnet.entry import build_data
 
 

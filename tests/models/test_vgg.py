@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alexnet.data.stats import IMAGENET_MEAN_RGB as MEAN_01
-from alexnet.data.vgg_transforms import (
+from alexnet.data.augment.vgg import (
     IsotropicRescale,
     VGGDenseEval,
     VGGTrain,
 )
+from alexnet.data.stats import IMAGENET_MEAN_RGB as MEAN_01
 from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.vgg import PARAM_COUNTS, VGG, VGGCifar
 

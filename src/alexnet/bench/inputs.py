@@ -24,14 +24,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from alexnet.bench.timer import sync
+from alexnet.data.augment.batched import batch_transform_of
+from alexnet.data.augment.presets import build_transforms
 from alexnet.data.base import ArrayDataset, FolderDataset
-from alexnet.data.batch_transforms import batch_transform_of
 from alexnet.data.device_loader import DeviceLoader
 from alexnet.data.folder import index_folder
 from alexnet.data.stats import compute_stats, imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreDataset, StoreLoader, store_folder, write_store
 from alexnet.data.synthetic import make_images
-from alexnet.data.transforms import build_transforms
 
 
 def time_loader(loader: Iterable, device: torch.device, batches: int) -> dict[str, float]:

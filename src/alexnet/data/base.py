@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from alexnet.data.augment.presets import build_transforms
 from alexnet.data.folder import DataError, FolderIndex, resize_shorter_and_center_crop
 from alexnet.data.images import MAX_PIXELS, BadImage, ImageRecord, open_rgb
 from alexnet.data.order import KeyedItems, TrainOrder, order_state, train_order, worker_init
 from alexnet.data.stats import DatasetStats
-from alexnet.data.transforms import build_transforms
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"data.gpu_resident=true needs a dataset held in memory (CIFAR-10, synthetic), "
                 f"not {self.name}; for ImageNet use data.store=true"
             )
-        from alexnet.data.batch_transforms import batch_transform_of
+        from alexnet.data.augment.batched import batch_transform_of
         from alexnet.data.device_loader import DeviceLoader
 
         loader = DeviceLoader(

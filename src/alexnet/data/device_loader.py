@@ -2,7 +2,7 @@
 
 CIFAR-10 is 150 MB of uint8 pixels: all of it fits on any GPU. `DeviceLoader` moves the images
 and labels to the device once, then every batch is an index into them plus the batched
-augmentation of `alexnet.data.batch_transforms` -- no worker processes, no host-to-device copy
+augmentation of `alexnet.data.augment.batched` -- no worker processes, no host-to-device copy
 per step, nothing for the GPU to wait on. The same code runs on CPU (the device is wherever the
 LightningModule is), which is how the tests exercise it.
 
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from alexnet.data.batch_transforms import BatchTransform
+from alexnet.data.augment.batched import BatchTransform
 from alexnet.data.order import batch_seed, epoch_permutation
 
 DeviceLike = torch.device | str | Callable[[], torch.device]

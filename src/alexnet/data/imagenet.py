@@ -137,7 +137,7 @@ class ImageNetDataModule(ClassificationDataModule):
     def _device_loader(self, dataset, batch_size: int, order):
         if not self.store:
             return super()._device_loader(dataset, batch_size, order)
-        from alexnet.data.batch_transforms import batch_transform_of
+        from alexnet.data.augment.batched import batch_transform_of
 
         loader = StoreLoader(
             dataset.store,

@@ -5,7 +5,7 @@ deliver ~5,000 images/s -- far below what one modern GPU trains on. The paper's 
 preprocessing (shorter side to 256, central 256x256 patch, section 2) does not depend on the
 epoch, so it is done once (`python -m alexnet.prepare_store`, `make imagenet-store`), and each
 epoch only decodes small JPEGs -- in batches, on the GPU (nvjpeg via torchvision), followed by the
-batched augmentation of `alexnet.data.batch_transforms` on the GPU as well.
+batched augmentation of `alexnet.data.augment.batched` on the GPU as well.
 
 Layout, in `<root>/imagenet/store/`:
 
@@ -44,8 +44,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from alexnet.data.augment.batched import BatchTransform
 from alexnet.data.base import FolderDataset
-from alexnet.data.batch_transforms import BatchTransform
 from alexnet.data.device_loader import DeviceLike, RankBatches, resolve_device
 from alexnet.data.folder import DataError, FolderIndex, resize_shorter_and_center_crop
 from alexnet.data.images import MAX_PIXELS, BadImage, flags_of, open_rgb

@@ -158,7 +158,7 @@ class VGGTrain:
         )
 
     def reseed(self, seed: int) -> None:
-        """Restart the random draws from `seed`, as `alexnet.data.transforms.Preset.reseed`: the
+        """Restart the random draws from `seed`, as `augment.presets.Preset.reseed`: the
         training sampler passes one seed per batch (alexnet.data.order), so the scales, crops,
         flips and lighting of a batch depend neither on the workers nor on where a run resumed."""
         info = get_worker_info()

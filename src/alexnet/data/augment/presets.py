@@ -45,11 +45,11 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from alexnet.data.augment.vgg import build_vgg_transforms
 from alexnet.data.stats import (
     DatasetStats,
     lighting_offset,  # noqa: F401 (used below, and re-exported)
 )
-from alexnet.data.vgg_transforms import build_vgg_transforms
 
 # --------------------------------------------------------------------------------------------
 # The two transforms the paper adds to albumentations' crops and flips
@@ -315,7 +315,7 @@ def build_transforms(
       and `NoAug`;
     - `{"name": "none"}` (optionally `crop`): `NoAug` for both;
     - `{"name": "vgg", "scale": [256, 512], "eval": "dense", ...}`: VGG's scale-jitter presets,
-      see `alexnet.data.vgg_transforms.build_vgg_transforms`.
+      see `alexnet.data.augment.vgg.build_vgg_transforms`.
 
     Other keys go to the train preset's keyword arguments (an unknown one raises ValueError);
     `seed` (argument or key, the argument wins) seeds the train preset's `A.Compose`.

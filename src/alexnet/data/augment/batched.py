@@ -1,8 +1,8 @@
 """Section 4.1's preprocessing and augmentation on whole batches, on any device (the GPU paths).
 
-The albumentations presets of `alexnet.data.transforms` stay the reference: one image at a time on
-CPU worker processes. Here the same steps run on a batch of uint8 images where the batch already is
-(the GPU during training, the CPU in tests), as a few tensor ops and no Python loop per image:
+The albumentations presets of `alexnet.data.augment.presets` stay the reference: one image at a time
+on CPU worker processes. Here the same steps run on a batch of uint8 images where the batch already
+is (the GPU during training, the CPU in tests), as a few tensor ops and no Python loop per image:
 
 1. the mean image is subtracted (full size, before any crop);
 2. each image gets its own crop corner (after zero padding, for CIFAR) and, with p=0.5, its
@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alexnet.data.stats import DatasetStats, lighting_offset
-from alexnet.data.transforms import (
+from alexnet.data.augment.presets import (
     CifarTrain,
     NoAug,
     PaperEval,
@@ -40,6 +39,7 @@ from alexnet.data.transforms import (
     Preset,
     TenCrop,
 )
+from alexnet.data.stats import DatasetStats, lighting_offset
 
 
 @dataclass
