@@ -17,6 +17,7 @@ TINY = [
     "input.store_threads=2",
     "only=[paper_eager,fast_eager]",
     "loop.variant=fast_eager", "loop.host_probe.warmup=1", "loop.host_probe.steps=5",
+    "cpu_train.batch_size=4", "cpu_train.warmup=1", "cpu_train.steps=1",
     "device=cpu",
 ]
 
@@ -48,7 +49,15 @@ def test_bench_writes_every_section_with_positive_numbers(cfg_factory, tmp_path)
                      "imagenet_folder_dataloader_0w", "imagenet_store_dataloader_0w",
                      "imagenet_store_cpu_2t_to_cpu"]
     assert all(r["img_per_s"] > 0 and r["batches"] >= 1 for r in saved["input"])
+    cpu = saved["cpu_train"]  # before vs now, side by side, against the matmul rates
+    assert cpu["matmul_gflops"]["fp32"] > 0 and cpu["matmul_gflops"]["bf16"] > 0
+    assert [r["name"] for r in cpu["rows"]] == [
+        "four_layer fp32_functional_lrn", "four_layer bf16_channels_last",
+        "alexnet_cifar fp32_functional_lrn", "alexnet_cifar bf16_channels_last"]
+    assert all(r["img_per_s"] > 0 and r["gflops_per_s"] > 0 for r in cpu["rows"])
+    assert [r["vs_first"] for r in cpu["rows"]][::2] == [1.0, 1.0]
     report = format_report(result)
+    assert "CPU training step, batch 4 of 32x32" in report
     assert "fast_eager" in report and "lightning_naive" in report and "n/a" in report
     assert "host time per step, ms (four_layer, batch 2, 5 steps): raw " in report
 

@@ -128,3 +128,23 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
     assert lines[-1].startswith(f"error: data.root={empty} does not exist")
     assert str(empty / "cifar10") in lines[-1] and "DATA_DIR" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_run_estimate_says_how_long_the_rest_takes(caplog):
+    import logging
+
+    from alexnet.callbacks import RunEstimate, format_duration
+
+    class Trainer:
+        estimated_stepping_batches, global_step, is_global_zero = 1020, 20, True
+        strategy = type("S", (), {"root_device": torch.device("cpu")})()
+
+    est = RunEstimate(warmup=2, measure=3)
+    batch = (None, torch.zeros(8))
+    with caplog.at_level(logging.INFO, logger="alexnet.callbacks"):
+        for _ in range(5):
+            est.on_train_batch_end(Trainer(), None, None, batch, 0)
+    assert est.estimate_s is not None and est.estimate_s >= 0
+    assert "the remaining 1000 training steps take about" in caplog.text
+    assert "trainer.max_epochs=1" in caplog.text
+    assert [format_duration(s) for s in (40, 840, 7500)] == ["40 s", "14 min", "2 h 05 min"]

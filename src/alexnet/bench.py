@@ -10,7 +10,10 @@ Sections (`sections=[...]` picks some):
   with the module's pre-issue-6 logging, in the same process, on the same batches;
 - `lrn`: the LRN layer forward + backward on conv1's output: torch eager, compiled, the fused
   Triton kernel (CUDA only), and a ReLU of the same shape for scale;
-- `input`: augmented images per second delivered to the device by each input pipeline.
+- `input`: augmented images per second delivered to the device by each input pipeline;
+- `cpu_train` (CPU only by default): the four-layer net and AlexNet-CIFAR at batch 128, the
+  path training used before (fp32, NCHW, torch's LRN) vs the one `precision: auto` picks on a
+  CPU with native bf16, with GFLOP/s against this machine's matmul rate.
 
 On CUDA the `gpu` profile measures the speed targets (bf16, batch 256); elsewhere the `cpu`
 profile runs the same code at toy sizes, so CI can smoke-test it. Prints tables and writes the
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +34,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet import runs
+from alexnet.hardware import describe
 from alexnet.kernels.lrn import bench_lrn
 from alexnet.models import MODELS
 from alexnet.perf import inputs, loops
@@ -39,7 +43,7 @@ from alexnet.perf.flops import flops_per_image, mfu, peak_flops
 from alexnet.train import CONF_DIR, USER_ERRORS, report_user_error
 
 log = logging.getLogger(__name__)
-SECTIONS = ("train_step", "loop", "lrn", "input")
+SECTIONS = ("train_step", "loop", "lrn", "input", "cpu_train")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -220,6 +224,55 @@ def run_input(cfg, device, prof) -> list[dict]:
     return rows
 
 
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048,
+                  steps: int = 10) -> float:
+    """GFLOP/s of an n x n matrix product: what this device's BLAS reaches in `dtype`."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
+    a @ b  # warm-up
+    loops.sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        a @ b
+    loops.sync(device)
+    return 2 * n**3 * steps / (time.perf_counter() - start) / 1e9
+
+
+def run_cpu_train(cfg, device, prof) -> dict[str, Any]:
+    """The CPU's own workload (32x32 images at the recipes' batch): each model's training step
+    on the path training took before (fp32, NCHW, torch's F.local_response_norm) and on the one
+    `trainer.precision: auto` picks here (bf16 autocast, channels_last, the band-matrix LRN),
+    side by side in this process, with the GFLOP/s reached against this machine's matmul."""
+    spec = OmegaConf.to_container(cfg.cpu_train, resolve=True)
+    rates = {"fp32": matmul_gflops(device, torch.float32),
+             "bf16": matmul_gflops(device, torch.bfloat16)}
+    rows = []
+    for model_name, model in spec["models"].items():
+        flops = flops_per_image(model)["train"]
+        for path_name, path in spec["paths"].items():
+            net = {**model, "lrn_impl": path["lrn_impl"]}
+
+            def measure(net=net, path=path, flops=flops):
+                batches = loops.synthetic_batches(2, spec["batch_size"], 32, net["num_classes"],
+                                                  device, path["channels_last"])
+                img_s = loops.raw_loop(net, batches, device, path["precision"],
+                                       path["channels_last"], False, spec["warmup"],
+                                       spec["steps"])
+                gflops = img_s * flops / 1e9
+                return {"img_per_s": img_s, "gflops_per_s": gflops,
+                        "of_matmul": gflops / rates[path["precision"]]}
+
+            row = {"name": f"{model_name} {path_name}", "model": model_name, "path": path_name,
+                   **path, "gflops_per_image": flops / 1e9}
+            rows.append(_attempt(row, measure))
+            log.info("cpu_train %s", row)
+    for row in rows:
+        base = next(r for r in rows if r["model"] == row["model"])
+        if "img_per_s" in row and "img_per_s" in base:
+            row["vs_first"] = row["img_per_s"] / base["img_per_s"]
+    return {"batch_size": spec["batch_size"], "matmul_gflops": rates, "rows": rows}
+
+
 # ---- the whole bench -----------------------------------------------------------------------------
 
 
@@ -235,14 +288,16 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": describe(device.type),
         "torch": torch.__version__,
+        "provenance": runs.provenance(describe(device.type), prof["precision"]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "profile": prof,
         "peak_tflops": (peak_flops(device) or 0) / 1e12 or None,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
     }
-    runners = {"train_step": run_train_step, "loop": run_loop, "lrn": run_lrn, "input": run_input}
+    runners = {"train_step": run_train_step, "loop": run_loop, "lrn": run_lrn, "input": run_input,
+               "cpu_train": run_cpu_train}
     for section in cfg.sections:
         start = time.perf_counter()
         result[section] = runners[section](cfg, device, prof)
@@ -309,6 +364,19 @@ def format_report(result: dict[str, Any]) -> str:
         for r in result["input"]:
             text = f"failed: {r['error']}" if "error" in r else f"{_fmt(r['img_per_s']):>10}"
             lines.append(f"{r['name']:<34}{r['batch_size']:>6}{text}")
+    if "cpu_train" in result:
+        ct = result["cpu_train"]
+        rates = ct["matmul_gflops"]
+        lines += ["", f"CPU training step, batch {ct['batch_size']} of 32x32 (matmul 2048: fp32 "
+                  f"{rates['fp32']:.0f}, bf16 {rates['bf16']:.0f} GFLOP/s)",
+                  f"{'model / path':<26}{'img/s':>8}{'vs first':>10}{'GFLOP/s':>9}"
+                  f"{'of matmul':>11}"]
+        for r in ct["rows"]:
+            if "error" in r:
+                lines.append(f"{r['name']:<26} failed: {r['error']}")
+                continue
+            lines.append(f"{r['name']:<26}{_fmt(r['img_per_s']):>8}{r['vs_first']:>9.2f}x"
+                         f"{r['gflops_per_s']:>9.0f}{100 * r['of_matmul']:>10.0f}%")
     lines += ["", f"written to {result.get('json_path')}"]
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet import runs
-from alexnet.callbacks import ImagesSeen, SpeedMonitor
+from alexnet.callbacks import ImagesSeen, RunEstimate, SpeedMonitor
 from alexnet.dashboard import figure_callbacks, figures_at_train_end, wandb_identity
 from alexnet.data import DataError
 from alexnet.hardware import accelerator_type, describe, resolve_auto
@@ -50,7 +50,7 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
 
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     spec = cfg.callbacks
-    callbacks: list[L.Callback] = [SpeedMonitor(), ImagesSeen()]
+    callbacks: list[L.Callback] = [SpeedMonitor(), ImagesSeen(), RunEstimate()]
     if spec.get("checkpoint"):
         best = dict(spec.checkpoint)
         save_last = best.pop("save_last", True)

@@ -177,3 +177,14 @@ def test_display_images_from_arrays_folders_and_subsets(imagenet_folder):
     assert dataset_labels(folder).tolist() == index.labels
     copy = with_transform(Subset(folder, [1]), transform=lambda a: a.mean())
     assert copy.dataset.transform is not folder.transform and copy.dataset.index is index
+
+
+def test_train_images_auto_is_sized_to_the_device():
+    from alexnet.figures.render import CPU_TRAIN_IMAGES, GPU_TRAIN_IMAGES, train_images_for
+
+    auto = RenderOptions.from_config({"train_images": "auto"}).check()
+    assert train_images_for(auto, torch.device("cpu")) == CPU_TRAIN_IMAGES < GPU_TRAIN_IMAGES
+    assert train_images_for(auto, torch.device("cuda")) == GPU_TRAIN_IMAGES
+    assert train_images_for(RenderOptions(train_images=123), torch.device("cpu")) == 123
+    with pytest.raises(ValueError, match="figures.train_images"):
+        RenderOptions.from_config({"train_images": "many"}).check()

@@ -71,7 +71,9 @@ class RenderOptions:
     examples: int = 8  # Figure 4 left: test images with their top-5 labels (the paper shows 8)
     queries: int = 5  # Figure 4 right: test images whose neighbours are shown (the paper: 5)
     neighbours: int = 6  # training images per query (the paper: 6)
-    train_images: int | None = 50_000  # searched for neighbours; None: the whole training set
+    # searched for neighbours; None: the whole training set; "auto": 50,000 on a GPU and
+    # CPU_TRAIN_IMAGES on a CPU, where the feature pass over 50,000 took ~3 minutes on 2 cores
+    train_images: int | str | None = "auto"
     test_images: int | None = None  # scored for the confusion matrix; None: the whole test set
     device: str = "auto"  # auto: cuda when available, else cpu
     seed: int = 0  # picks the example images and the subsets
@@ -89,9 +91,22 @@ class RenderOptions:
                 raise ValueError(f"figures.{key}={getattr(self, key)} must be at least 1")
         for key in ("train_images", "test_images"):
             value = getattr(self, key)
-            if value is not None and value < 1:
+            if key == "train_images" and value == "auto":
+                continue
+            if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"figures.{key}={value} must be at least 1, or null for all")
         return self
+
+
+CPU_TRAIN_IMAGES = 5_000
+GPU_TRAIN_IMAGES = 50_000
+
+
+def train_images_for(options: RenderOptions, device: torch.device) -> int | None:
+    """How many training images the neighbour search embeds on ``device``."""
+    if options.train_images != "auto":
+        return options.train_images
+    return GPU_TRAIN_IMAGES if device.type == "cuda" else CPU_TRAIN_IMAGES
 
 
 @dataclass
@@ -129,6 +144,11 @@ def render_figures(
     device = _device(opts.device)
     before = next(module.parameters()).device, module.training
     module.to(device).eval()
+    train_images = train_images_for(opts, device)
+    log.info("figures: scoring %s test images and embedding %s training images on %s for "
+             "the neighbour search (figures.train_images, figures.test_images set how many; "
+             "figures.enabled=false skips this)", opts.test_images or "all", train_images or "all",
+             device.type)
     try:
         with _timed(out, "kernels"):
             out.paths["kernels"] = draw_kernels(net, towers_of(module), out.out_dir)
@@ -139,7 +159,7 @@ def render_figures(
         draw_test_figures(module, datamodule, scored, order[: opts.examples], device, out, names)
         out.query_indices = order[: opts.queries]
         out.paths["neighbours"], out.neighbour_indices = draw_neighbours(
-            module.net, datamodule, out.query_indices, opts, device, out, names)
+            module.net, datamodule, out.query_indices, train_images, opts, device, out, names)
         if metrics_csv is not None and Path(metrics_csv).is_file():
             with _timed(out, "learning_curves"):
                 try:
@@ -219,7 +239,7 @@ def score(module: nn.Module, dataset: Dataset, num_classes: int, keep: np.ndarra
     wanted = {int(p): i for i, p in enumerate(keep)}
     probs = torch.zeros(len(keep), num_classes)
     start = 0
-    for x, y in _loader(dataset, batch_size, num_workers):
+    for x, y in _progress(_loader(dataset, batch_size, num_workers), "figures: test pass"):
         p = module(x.to(device)).float().softmax(dim=1)
         confmat.update(p, y.to(device))
         for j in range(len(y)):
@@ -229,19 +249,21 @@ def score(module: nn.Module, dataset: Dataset, num_classes: int, keep: np.ndarra
     return confmat.compute().cpu(), probs
 
 
-def draw_neighbours(net: nn.Module, datamodule, query_idx: np.ndarray, opts: RenderOptions,
-                    device: torch.device, out: FigureSet, names: list[str]
+def draw_neighbours(net: nn.Module, datamodule, query_idx: np.ndarray, train_images: int | None,
+                    opts: RenderOptions, device: torch.device, out: FigureSet, names: list[str]
                     ) -> tuple[Path, np.ndarray]:
     """Figure 4 right: features of training and query images through the evaluation
     transform, exact Euclidean search, then the picture. Returns the PNG path and the
     neighbours' ``train_set`` indices ``(Q, k)``; times go into ``out.seconds``."""
     train_set, test_set = split_dataset(datamodule, "train"), split_dataset(datamodule, "test")
     eval_tf = split_dataset(datamodule, "val").transform  # centre crop even under ten_crop
-    database = _sample(len(train_set), opts.train_images, opts.seed + 1)
+    database = _sample(len(train_set), train_images, opts.seed + 1)
     bs, workers = _batch_size(datamodule), _workers(datamodule)
     with _timed(out, "train_features"):
-        feats = extract_features(net.embed, _loader(
-            Subset(with_transform(train_set, eval_tf), database.tolist()), bs, workers), device)
+        loader = _loader(Subset(with_transform(train_set, eval_tf), database.tolist()), bs,
+                         workers)
+        feats = extract_features(net.embed, _progress(loader, "figures: training features"),
+                                 device)
     with _timed(out, "neighbours"):
         queries = extract_features(net.embed, _loader(
             Subset(with_transform(test_set, eval_tf), query_idx.tolist()), bs, 0), device)
@@ -278,6 +300,13 @@ def _sample(n: int, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or limit >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def _progress(loader: DataLoader, desc: str):
+    """A progress bar over ``loader`` on a terminal (none in logs and CI)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, unit="batch", leave=False, disable=None)
 
 
 def _loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:

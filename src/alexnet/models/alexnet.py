@@ -35,7 +35,7 @@ POOLS = ("overlap", "nonoverlap")
 ACTIVATIONS = ("relu", "tanh")
 INITS = ("paper", "kaiming", "torch")
 TOWERS = (1, 2)
-LRN_IMPLS = ("torch", "fused")
+LRN_IMPLS = ("torch", "functional", "fused")
 
 # Section 5: "We initialized the neuron biases in the second, fourth, and fifth convolutional
 # layers, as well as in the fully-connected hidden layers, with the constant 1."
@@ -85,11 +85,14 @@ def _lrn(enabled: bool, convention: str, towers: int, impl: str) -> nn.Module:
     # groups=towers: each GPU normalised only its own maps, so windows stop at the tower boundary.
     if not enabled:
         return nn.Identity()
-    cls = LocalResponseNorm
+    args = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0, "convention": convention,
+            "groups": towers}
     if impl == "fused":
         # Imported here: alexnet.kernels imports this package, and triton is optional.
-        from alexnet.kernels.lrn import FusedLocalResponseNorm as cls
-    return cls(size=5, alpha=1e-4, beta=0.75, k=2.0, convention=convention, groups=towers)
+        from alexnet.kernels.lrn import FusedLocalResponseNorm
+
+        return FusedLocalResponseNorm(**args)
+    return LocalResponseNorm(**args, impl="functional" if impl == "functional" else "banded")
 
 
 def _scaled_width(layer: str, channels: int, conv_width: float, towers: int) -> int:
@@ -242,8 +245,9 @@ class AlexNet(_FCHead):
     - ``conv_impl``: ``"grouped"`` (PyTorch's grouped conv), ``"split"`` (one dense conv per
       tower, concatenated) or ``"masked"`` (one dense conv with a block-diagonal weight) for the
       tower-split conv2/4/5; see ``alexnet.models.tower_conv``.
-    - ``lrn_impl``: ``"torch"`` or ``"fused"`` (the Triton kernels of ``alexnet.kernels.lrn``
-      on CUDA; the torch code elsewhere).
+    - ``lrn_impl``: ``"torch"`` (``alexnet.models.lrn``'s band-matrix LRN), ``"functional"``
+      (torch's ``F.local_response_norm``, the benchmarks' baseline) or ``"fused"`` (the Triton
+      kernels of ``alexnet.kernels.lrn`` on CUDA; the torch code elsewhere).
     """
 
     input_size = 224

@@ -45,6 +45,7 @@ from torch import nn
 from alexnet.models.alexnet import (
     ACTIVATIONS,
     INITS,
+    LRN_IMPLS,
     _activation,
     _check_choice,
     _init_layers,
@@ -66,6 +67,7 @@ class FourLayerCNN(nn.Module):
       ``lrn_convention`` as in ``alexnet.models.lrn``.
     - ``activation``: ``"relu"`` or ``"tanh"`` after every conv layer (Figure 1's comparison).
     - ``init``: ``"paper"`` (cuda-convnet's stds), ``"kaiming"`` or ``"torch"``.
+    - ``lrn_impl``: as AlexNet's.
     """
 
     input_size = 32
@@ -78,18 +80,20 @@ class FourLayerCNN(nn.Module):
         lrn_convention: str = "paper",
         activation: str = "relu",
         init: str = "paper",
+        lrn_impl: str = "torch",
     ) -> None:
         super().__init__()
         _check_choice("lrn_convention", lrn_convention, CONVENTIONS)
+        _check_choice("lrn_impl", lrn_impl, LRN_IMPLS)
         _check_choice("activation", activation, ACTIVATIONS)
         _check_choice("init", init, INITS)
         self.act = _activation(activation)
         self.conv1 = nn.Conv2d(3, 32, kernel_size=5, padding=2)
         self.pool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.norm1 = _lrn(lrn, lrn_convention, towers=1, impl="torch")
+        self.norm1 = _lrn(lrn, lrn_convention, towers=1, impl=lrn_impl)
         self.conv2 = nn.Conv2d(32, 32, kernel_size=5, padding=2)
         self.pool2 = nn.AvgPool2d(3, stride=2, ceil_mode=True)
-        self.norm2 = _lrn(lrn, lrn_convention, towers=1, impl="torch")
+        self.norm2 = _lrn(lrn, lrn_convention, towers=1, impl=lrn_impl)
         self.conv3 = nn.Conv2d(32, 64, kernel_size=5, padding=2)
         self.pool3 = nn.AvgPool2d(3, stride=2, ceil_mode=True)
         self.fc4 = nn.Linear(self.hidden, num_classes)

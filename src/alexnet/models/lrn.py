@@ -40,6 +40,9 @@ from torch import nn
 from torch.nn import functional as F
 
 CONVENTIONS = ("paper", "torch")
+# banded: `lrn_banded` (the default); functional: torch's F.local_response_norm, autograd through
+# its ops -- what this layer ran before, kept as the benchmarks' baseline.
+IMPLS = ("banded", "functional")
 
 
 def lrn_reference(
@@ -137,8 +140,11 @@ class LocalResponseNorm(nn.Module):
         k: float = 2.0,
         convention: str = "paper",
         groups: int = 1,
+        impl: str = "banded",
     ) -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"LRN impl={impl!r} is unknown; use one of {', '.join(IMPLS)}")
         if convention not in CONVENTIONS:
             raise ValueError(
                 f"lrn_convention={convention!r} is unknown; use one of {', '.join(CONVENTIONS)}"
@@ -150,6 +156,7 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.convention = convention
         self.groups = groups
+        self.impl = impl
 
     @property
     def alpha_per_sum(self) -> float:
@@ -160,10 +167,11 @@ class LocalResponseNorm(nn.Module):
         return self._normalise(x)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return lrn_banded(x, self.size, self.alpha_per_sum, self.beta, self.k, self.groups)
+        args = (x, self.size, self.alpha_per_sum, self.beta, self.k, self.groups)
+        return lrn_banded(*args) if self.impl == "banded" else _lrn_plain(*args)
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-            f"convention={self.convention!r}, groups={self.groups}"
+            f"convention={self.convention!r}, groups={self.groups}, impl={self.impl!r}"
         )

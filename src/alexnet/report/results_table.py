@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet.callbacks import format_duration
 from alexnet.report.claims import SCALE
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -77,8 +78,7 @@ def hardware(records: Sequence[dict]) -> str:
 def wall_time(records: Sequence[dict]) -> str:
     """Training time summed over the jobs (and over each job's resumed attempts)."""
     seconds = sum(float(r.get("train_time_s") or r.get("wall_time_s") or 0) for r in records)
-    hours, rest = divmod(round(seconds), 3600)
-    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+    return format_duration(seconds)
 
 
 def _claim_row(report_csv: Path, row: Row) -> dict[str, str] | None:
