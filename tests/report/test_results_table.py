@@ -69,6 +69,11 @@ def test_rows_from_a_grid_report_and_a_single_run(tmp_path):
             ]
         )
     _job(tmp_path / "cifar10_alexnet", train_time_s=7500, **{"test/top1_err": 0.187})
+    _job(tmp_path / "relu_vs_tanh_cpu" / "model.activation=relu,seed=0")  # the other not run
+    (tmp_path / "relu_vs_tanh_cpu" / "report.csv").write_text(
+        "section,name,metric,n,mean,ci_low,ci_high,paper,verdict,detail\n"
+        "job,model.activation=tanh,,,,,,,not started,\n"
+    )
 
     table = render(tmp_path)
     lines = table.splitlines()
@@ -79,6 +84,8 @@ def test_rows_from_a_grid_report_and_a_single_run(tmp_path):
     ) in lrn
     run = next(line for line in lines if line.startswith("| AlexNet-CIFAR"))
     assert "18.7% (81.3% accuracy), n=1" in run and "2 h 05 min" in run
+    relu = next(line for line in lines if line.startswith("| ReLU reaches"))
+    assert "no verdict yet (1 of 2 jobs finished)" in relu
     towers = next(line for line in lines if line.startswith("| Two towers"))
     assert "not run yet" in towers and "make ablate GRID=towers" in towers
 

@@ -147,6 +147,16 @@ def _ours_from_run(records: Sequence[dict]) -> tuple[str, str]:
     return (f"{err * SCALE:.1f}% ({(1 - err) * SCALE:.1f}% accuracy), n=1", "-")
 
 
+def _no_verdict(folder: Path, records: Sequence[dict]) -> str:
+    """What a grid without the claim's row says: no report, or how far its jobs got."""
+    if not (folder / "report.csv").is_file():
+        return "no report yet"
+    with (folder / "report.csv").open(newline="") as f:
+        unfinished = sum(r["section"] == "job" for r in csv.DictReader(f))
+    done = sum(r.get("status") == Status.OK for r in records)
+    return f"no verdict yet ({done} of {done + unfinished} jobs finished)"
+
+
 def table_rows(results_dir: Path) -> list[list[str]]:
     rows = []
     for row in ROWS:
@@ -166,7 +176,7 @@ def table_rows(results_dir: Path) -> list[list[str]]:
                 if (folder / "report.csv").is_file()
                 else None
             )
-            ours = _ours_from_claim(found, row) if found else "no report yet"
+            ours = _ours_from_claim(found, row) if found else _no_verdict(folder, records)
             verdict = found["verdict"] if found else "-"
         rows.append(
             [row.claim, row.paper, ours, verdict, hardware(records), wall_time(records), link]
