@@ -136,10 +136,17 @@ def _wandb_logger(
 
 class _KeepingWriter(ExperimentWriter):
     """Lightning's CSV writer without its deletion of an existing metrics.csv: what to keep of
-    it is decided by `ResumableCSVLogger.restart`."""
+    it is decided by `ResumableCSVLogger.restart`. Counts the rows the file holds, so that a
+    checkpoint can record it without reading the file back."""
+
+    rows = 0
 
     def _check_log_dir_exists(self) -> None:
         pass
+
+    def save(self) -> None:
+        self.rows += len(self.metrics)
+        super().save()
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -147,10 +154,10 @@ class ResumableCSVLogger(CSVLogger):
     directory, as an ablation grid's interrupted cell does.
 
     Every row is written as soon as it is logged, so the file always holds what was logged.
-    `alexnet.training.resume.ResumeCheckpoint` stores in each checkpoint how many rows the file held
-    when it was written, and on resume calls `restart` to drop the rows logged after that
-    checkpoint:
-    the resumed run logs them again, and the file ends as that of a run that never stopped.
+    `alexnet.training.resume.ResumeCheckpoint` stores in each checkpoint how many rows the file
+    held when it was written, and on resume calls `restart` to drop the rows logged after that
+    checkpoint: the resumed run logs them again, and the file ends as that of a run that never
+    stopped.
     """
 
     def __init__(self, save_dir: str | Path) -> None:
@@ -175,7 +182,7 @@ class ResumableCSVLogger(CSVLogger):
     def rows_written(self) -> int:
         """How many metric rows the file holds now (after writing any still pending)."""
         self.experiment.save()
-        return len(self._rows()[1])
+        return self.experiment.rows
 
     def restart(self, keep: int, keep_after=None) -> None:
         """Keep the first `keep` rows, and of the later ones those for which `keep_after(row)`
@@ -183,6 +190,7 @@ class ResumableCSVLogger(CSVLogger):
         writer = self.experiment
         header, rows = self._rows()
         kept = rows[:keep] + [r for r in rows[keep:] if keep_after is not None and keep_after(r)]
+        writer.rows = len(kept)
         path = Path(writer.metrics_file_path)
         if not kept:
             path.unlink(missing_ok=True)
