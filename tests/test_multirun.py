@@ -18,6 +18,7 @@ from alexnet.multirun import (
     ATTEMPTS,
     is_done,
     read_results,
+    resume_point,
     run_sweep_job,
     set_aside_previous_attempt,
 )
@@ -93,6 +94,74 @@ def test_extra_ranks_of_a_job_leave_the_bookkeeping_to_the_first(tmp_path, monke
 
 
 # ---- the launcher's helpers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record, resumes",
+    [
+        (None, True),  # killed before it could write results.json
+        ({"status": "preempted"}, True),
+        ({"status": "interrupted"}, True),
+        ({"status": "failed", "error": "killed by SIGKILL (often the out-of-memory killer)"}, True),
+        ({"status": "failed", "error": "BrokenPipeError: [Errno 32] Broken pipe"}, True),
+        ({"status": "failed", "error": "ValueError: bad config"}, False),
+        ({"status": "failed", "error": "non-finite loss at step 7"}, False),
+    ],
+)
+def test_a_job_stopped_from_outside_resumes_one_that_failed_by_itself_starts_afresh(
+    tmp_path, record, resumes
+):
+    assert resume_point(tmp_path) is None  # nothing to resume from yet
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    if record is not None:
+        (tmp_path / "results.json").write_text(json.dumps(record))
+    assert resume_point(tmp_path) == (last if resumes else None)
+
+
+# A job that takes SIGTERM as training does: it finishes what it is doing (here: writes to its
+# stderr, as a progress bar would) and exits 143. Killing only the launcher must not break it.
+SIGTERM_JOB = """
+import signal, sys, time
+def stop(signum, frame):
+    time.sleep(0.5)  # saving a checkpoint
+    sys.stderr.write("saved\\n" * 2000)
+    sys.stderr.flush()
+    open(sys.argv[1], "w").write("clean")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+sys.stderr.write("started\\n"); sys.stderr.flush()
+time.sleep(60)
+"""
+LAUNCHER = """
+import os, sys
+from hydra_plugins.alexnet_launcher.subprocess_launcher import Preempted, run_streaming
+try:
+    run_streaming([sys.executable, "-c", sys.argv[1], sys.argv[2]], dict(os.environ))
+except Preempted as stop:
+    print("preempted", stop.returncode)
+"""
+
+
+def test_sigterm_to_the_launcher_is_passed_on_and_the_job_ends_cleanly(tmp_path):
+    import signal
+
+    marker = tmp_path / "job_ended"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, SIGTERM_JOB, str(marker)],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert launcher.stderr.readline() == "started\n"  # the job runs, its handler is set
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, err[-2000:]
+    assert out.strip() == "preempted 143"
+    assert marker.read_text() == "clean"
+    assert err.count("saved") == 2000  # all of the job's output after the signal came through
 
 
 def test_describe_exit():

@@ -102,6 +102,7 @@ LAST_CKPT = Path("checkpoints") / "last.ckpt"
 # How an attempt ended that resuming from its last.ckpt continues rather than repeats: stopped
 # from outside (SIGTERM, Ctrl-C, SIGKILL), not by its own config or a non-finite loss.
 STOPPED_FROM_OUTSIDE = (Status.PREEMPTED, Status.INTERRUPTED)
+OUTSIDE_ERRORS = ("killed by", "BrokenPipeError")
 
 
 def resume_point(job_dir: str | Path) -> Path | None:
@@ -109,9 +110,10 @@ def resume_point(job_dir: str | Path) -> Path | None:
 
     A job resumes when its last attempt was stopped from outside: killed before it could write
     `results.json` (the session, the machine or the OOM killer), SIGTERM (`preempted`), Ctrl-C
-    (`interrupted`), or a death the launcher recorded as `killed by ...`. One that failed for a
-    reason of its own (a bad config, a non-finite loss, an exception) starts afresh: resuming
-    would repeat it.
+    (`interrupted`), a death the launcher recorded as `killed by ...`, or a BrokenPipeError: the
+    job's output pipe closed because whatever read it (the launcher, a terminal) was killed
+    first. One that failed for a reason of its own (a bad config, a non-finite loss, any other
+    exception) starts afresh: resuming would repeat it.
     """
     last = Path(job_dir) / LAST_CKPT
     if not last.is_file():
@@ -121,7 +123,7 @@ def resume_point(job_dir: str | Path) -> Path | None:
         return last
     status, error = results.get("status"), str(results.get("error") or "")
     if status in STOPPED_FROM_OUTSIDE or (
-        status == Status.FAILED and error.startswith("killed by")
+        status == Status.FAILED and error.startswith(OUTSIDE_ERRORS)
     ):
         return last
     return None

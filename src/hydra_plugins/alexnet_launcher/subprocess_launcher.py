@@ -126,20 +126,55 @@ def run_streaming(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
 
     stderr is copied chunk by chunk rather than line by line, so progress bars (which redraw
     with carriage returns) still show live.
+
+    A SIGTERM to this process is passed on to the job, and the job's output is drained until it
+    has saved and exited: were the launcher to die first, the job's next progress-bar write would
+    raise BrokenPipeError and turn a clean preemption into a failure. `Preempted` then tells the
+    caller. If our own stderr is gone (a closed terminal), the job's output is still drained,
+    just no longer shown.
     """
     tail: deque[bytes] = deque()
     size = 0
+    echo = True
+    terminated = False
     with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE) as proc:
-        assert proc.stderr is not None
-        while chunk := proc.stderr.read1(65536):
-            sys.stderr.buffer.write(chunk)
-            sys.stderr.buffer.flush()
-            tail.append(chunk)
-            size += len(chunk)
-            while size - len(tail[0]) > STDERR_TAIL:
-                size -= len(tail.popleft())
-        returncode = proc.wait()
-    return returncode, b"".join(tail)[-STDERR_TAIL:].decode(errors="replace")
+
+        def forward(signum: int, frame: object) -> None:
+            nonlocal terminated
+            terminated = True
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            assert proc.stderr is not None
+            while chunk := proc.stderr.read1(65536):
+                if echo:
+                    try:
+                        sys.stderr.buffer.write(chunk)
+                        sys.stderr.buffer.flush()
+                    except OSError:
+                        echo = False
+                tail.append(chunk)
+                size += len(chunk)
+                while size - len(tail[0]) > STDERR_TAIL:
+                    size -= len(tail.popleft())
+            returncode = proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    stderr_tail = b"".join(tail)[-STDERR_TAIL:].decode(errors="replace")
+    if terminated:
+        raise Preempted(returncode, stderr_tail)
+    return returncode, stderr_tail
+
+
+class Preempted(Exception):
+    """The launcher got SIGTERM while a job ran; the job was passed the signal and has ended."""
+
+    def __init__(self, returncode: int, stderr_tail: str) -> None:
+        super().__init__(f"SIGTERM while a job ran (the job exited with {returncode})")
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
 
 
 class SubprocessLauncher(Launcher):
@@ -216,7 +251,14 @@ class SubprocessLauncher(Launcher):
         ]
         env = {**os.environ, SWEEP_DIR_ENV: str(sweep_dir)}
         start = time.perf_counter()
-        returncode, stderr_tail = run_streaming(cmd, env)
+        try:
+            returncode, stderr_tail = run_streaming(cmd, env)
+        except Preempted as stop:
+            # the job has saved and recorded `preempted` (or died unrecorded); like a scheduler
+            # expects, the grid stops here and the same command resumes it
+            returncode, stderr_tail = stop.returncode, stop.stderr_tail
+        else:
+            stop = None
         if returncode == -signal.SIGINT or returncode == 130:
             raise KeyboardInterrupt
         results = read_results(job_dir)
@@ -229,6 +271,9 @@ class SubprocessLauncher(Launcher):
                 wall_time_s=time.perf_counter() - start,
             )
             write_results(job_dir, results)
+        if stop is not None:
+            log.warning("\t   SIGTERM: the grid stops here; the same command resumes it")
+            raise SystemExit(128 + signal.SIGTERM)
         if results.get("status") != Status.OK:
             log.warning("\t   job failed: %s", results.get("error"))
         ret.return_value = results
