@@ -297,19 +297,19 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
     assert seen["finished"]
 
 
-def test_figures_blocks_of_train_and_figures_configs_agree():
-    blocks = [
-        yaml.safe_load((REPO / "conf" / f"{n}.yaml").read_text())["figures"]
-        for n in ("train", "figures")
-    ]
-    assert blocks[0] == blocks[1]
+def test_the_figures_block_matches_the_renderer_and_the_schema():
+    # one block (conf/figures/default.yaml) read by training and by python -m alexnet.figures
+    from alexnet.schema import Figures
+
+    block = yaml.safe_load((REPO / "conf" / "figures" / "default.yaml").read_text())
     defaults = RenderOptions()
-    for key, value in blocks[0].items():
+    for key, value in block.items():
         if hasattr(defaults, key):
             assert getattr(defaults, key) == value, key
-    assert set(blocks[0]) - {"enabled", "kernels_every_n_epochs"} == set(
+    assert set(block) - {"enabled", "kernels_every_n_epochs"} == set(
         RenderOptions.__dataclass_fields__
     )
+    assert set(block) == set(Figures.__dataclass_fields__)
 
 
 def test_a_failing_figure_never_costs_the_finished_run(cfg_factory, tmp_path, monkeypatch, caplog):

@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from alexnet.schema import SCHEMAS, unknown_key
 from alexnet.training.checkpoints import CheckpointError, check_checkpoint
 
 MISSING = object()
@@ -206,13 +207,13 @@ class _Checks:
 
     # -- sections --------------------------------------------------------------------------
     def top_level(self) -> None:
-        self.integer("seed")
-        for key in ("test", "compile"):
-            self.boolean(key)
+        # Types and choices Hydra checked at composition (alexnet.schema); a key added with
+        # `+key=value` got past it and would be ignored.
+        problem = unknown_key(self.c, SCHEMAS["eval" if self.stage == "eval" else "train"])
+        if problem:
+            raise ConfigError(problem)
         if self.get("channels_last") != "auto":
             self.boolean("channels_last")
-        if self.stage == "eval":
-            self.choice("split", ("test", "val", "both"))
 
     def output_dir(self) -> None:
         out = self.get("paths.output_dir", None)
@@ -297,8 +298,27 @@ class _Checks:
                 raise ConfigError(
                     f"aug.crop={self.get('aug.crop', None)!r} gives {what} inputs of "
                     f"{shape[-2]}x{shape[-1]} pixels, which model {model.get('name')!r} cannot "
-                    f"take ({str(err).splitlines()[0]}); use the input size it is built for"
+                    f"take ({str(err).splitlines()[0]}); {self.input_size_fix(net, shape)}"
                 ) from None
+
+    def input_size_fix(self, net: torch.nn.Module, shape: tuple[int, ...]) -> str:
+        """How to give `net` inputs it can take: the recipes for the size it is built for."""
+        fixes = {
+            32: "it is built for 32-pixel crops: use data=cifar10 aug=cifar (or a network for "
+            "224-pixel ImageNet crops such as model=alexnet)",
+            224: "it is built for 224-pixel crops: use data=imagenet aug=paper or "
+            "experiment=paper_imagenet (or model=alexnet_cifar for CIFAR-10's 32-pixel crops)",
+        }
+        for size, fix in fixes.items():
+            if size == shape[-1]:
+                continue
+            try:
+                with torch.device("meta"):
+                    net(torch.empty(2, shape[0], size, size))
+            except Exception:
+                continue
+            return fix
+        return "use the input size it is built for"
 
     def meta_model(self, model: dict[str, Any]) -> torch.nn.Module:
         from alexnet.models import build_model
