@@ -6,7 +6,7 @@ import torch
 
 from alexnet.data.augment.batched import BatchEval, BatchTrain
 from alexnet.data.device_loader import DeviceLoader
-from alexnet.data.order import batch_seed, epoch_permutation
+from alexnet.data.order import TrainOrder, batch_seed, epoch_permutation
 from alexnet.data.stats import compute_stats
 from alexnet.entry import build_data
 
@@ -247,3 +247,20 @@ def test_the_checkpoint_position_reaches_the_device_loader(cfg_factory, cifar_fo
     full.resume_at = None
     full.set_epoch(2)
     _same_batches(resumed, list(full)[3:])
+
+
+def test_training_ranks_get_the_samplers_images_and_batch_count():
+    """One epoch plan for both training paths: the fast loader's share of an epoch is the
+    DataLoader sampler's (`TrainOrder`), tail padded by wrapping, so every rank has as many
+    batches under either loader and the same images in each."""
+    images, labels = _labelled_images(n=51)  # a tail for 2 and 4 ranks, none for 3
+    for world in (2, 3, 4):
+        counts = set()
+        for rank in range(world):
+            loader = _train_loader(images, labels, rank=rank, world_size=world)
+            sampler = TrainOrder(51, batch_size=8, seed=5, num_replicas=world, rank=rank)
+            want = sampler.indices(2)
+            assert loader.order(2).tolist() == want.tolist()
+            assert len(loader) == len(want) // 8  # the DataLoader drops the last partial batch
+            counts.add(len(loader))
+        assert len(counts) == 1  # no rank waits for a batch another rank does not have

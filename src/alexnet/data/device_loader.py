@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from alexnet.data.augment.batched import BatchTransform
-from alexnet.data.order import batch_seed, epoch_permutation
+from alexnet.data.order import batch_seed, epoch_permutation, rank_positions
 
 DeviceLike = torch.device | str | Callable[[], torch.device]
 
@@ -48,8 +48,10 @@ def resolve_device(device: DeviceLike) -> torch.device:
 
 
 def images_per_rank(n: int, rank: int, world_size: int, drop_last: bool) -> int:
-    """How many of `n` images rank `rank` sees (its stride-`world_size` share)."""
-    return n // world_size if drop_last else -(-(n - rank) // world_size)
+    """How many of `n` images rank `rank` sees: training (`drop_last`) by the epoch plan
+    (`alexnet.data.order.rank_positions`, the same count on every rank); evaluation each image
+    once (its stride-`world_size` share)."""
+    return -(-n // world_size) if drop_last else -(-(n - rank) // world_size)
 
 
 def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
@@ -118,10 +120,13 @@ class RankBatches:
     def __len__(self) -> int:
         return batch_count(self._per_rank(), self.batch_size, self.drop_last)
 
-    def _rank_share(self, order):
-        """This rank's part of the epoch's `order` (a numpy array or a tensor): every
-        `world_size`-th image from `rank` on, cut to `_per_rank()` images."""
-        return order[self.rank :: self.world_size][: self._per_rank()]
+    def _rank_share(self, order: np.ndarray) -> np.ndarray:
+        """This rank's part of the epoch's `order`: in training the sampler's
+        (`rank_positions`: every `world_size`-th image from `rank` on, the tail padded by
+        wrapping); in evaluation every `world_size`-th image, each image once."""
+        if self.drop_last:
+            return order[rank_positions(len(order), self.rank, self.world_size)]
+        return order[self.rank :: self.world_size]
 
     def order(self, epoch: int) -> np.ndarray:
         """This rank's images of `epoch`, in order: from `(seed, epoch)` alone when shuffling."""

@@ -14,8 +14,10 @@ albumentations draws crops and flips from generators of its own that no checkpoi
   batch, or on where a run was resumed. Reseeding costs ~35 us per batch, not per image.
 - `order_state` / `train_order` carry the position through the data module's `state_dict`
   (which Lightning saves in every checkpoint and restores before it asks for the loaders).
-- `epoch_permutation` and `batch_seed` are the two draws, as functions: the fast loaders
-  (`alexnet.data.device_loader`, `alexnet.data.store`) use the same ones.
+- `epoch_permutation`, `rank_positions` and `batch_seed` are the epoch plan, as functions: the
+  order, each rank's share of it (the tail padded by wrapping) and the augmentation seeds. The
+  fast loaders (`alexnet.data.device_loader`, `alexnet.data.store`) train by the same plan, so a
+  run sees the same images in the same batches whichever loader it uses.
 
 `TrainOrder` subclasses `DistributedSampler` only so that Lightning, under DDP, keeps it instead
 of wrapping it in a sampler of its own; it shards the permutation across ranks itself.
@@ -37,6 +39,19 @@ Key = tuple[int, int]
 def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
     """Epoch `epoch`'s shuffled order of `size` images: a function of `(seed, epoch)` alone."""
     return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def rank_positions(size: int, rank: int, world: int) -> np.ndarray:
+    """The positions in an epoch's order of `size` images that `rank` of `world` trains on.
+
+    Every `world`-th position from `rank` on, the order first wrapped round (as PyTorch's
+    DistributedSampler pads) to a multiple of `world`: every rank gets ceil(size / world) images,
+    hence as many batches as every other, and no rank waits in a collective for a batch another
+    rank does not have. The few images at the head of the order that pad the tail are seen twice
+    in that epoch. The DataLoader sampler and the fast loaders both use this rule.
+    """
+    per_rank = -(-size // world)
+    return (np.arange(per_rank) * world + rank) % size
 
 
 def batch_seed(seed: int, epoch: int, rank: int, batch: int) -> int:
@@ -80,13 +95,12 @@ class TrainOrder(DistributedSampler):
         return -(-self.size // self.num_replicas)
 
     def indices(self, epoch: int) -> np.ndarray:
-        """This rank's indices of `epoch`, in order (padded by wrapping, as DistributedSampler)."""
+        """This rank's indices of `epoch`, in order (`rank_positions`: the tail padded)."""
         if self.shuffle:
             order = epoch_permutation(self.seed, epoch, self.size)
         else:
             order = np.arange(self.size)
-        order = np.resize(order, len(self) * self.num_replicas)
-        return order[self.rank :: self.num_replicas]
+        return order[rank_positions(self.size, self.rank, self.num_replicas)]
 
     def batch_seed(self, epoch: int, batch: int) -> int:
         return batch_seed(self.seed, epoch, self.rank, batch)
