@@ -145,3 +145,44 @@ def test_the_guard_would_see_albumentations_update_check():
     # Control: albumentations on its own (no alexnet import first) does try to reach PyPI.
     out = run_guarded("import albumentations")
     assert "attempts=0" not in out
+
+
+def test_report_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, monkeypatch, caplog):
+    # `make report` logs to W&B as training does: logged in, the server unreachable -> a
+    # warning and an offline run in the sweep dir, never an online init.
+    import wandb
+
+    from alexnet.report.wandb_log import log_report
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "report"))
+    from sweeps import config_of, write_job, write_multirun
+
+    from alexnet.report.analysis import analyse
+    from alexnet.report.sweep import expand_grid, read_sweep
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", CLOSED)
+    monkeypatch.setattr(loggers, "wandb_reachable", lambda: False)
+    real_init, modes = wandb.init, []
+
+    def init(**kwargs):
+        modes.append(kwargs.get("mode"))
+        if kwargs.get("mode") == "online":
+            raise AssertionError("wandb.init went online without a reachable server")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    multirun = write_multirun(tmp_path, {"model.lrn": "true,false"}, [])
+    spec = {"project": "alexnet-lab", "group": None, "name": None, "mode": "auto"}
+    for overrides, err in zip(expand_grid(multirun), (0.2, 0.3), strict=True):
+        config = config_of(overrides, wandb=spec)
+        metrics = {"test/top1_err": err, "test/top5_err": err}
+        write_job(tmp_path, overrides, config=config, metrics=metrics)
+    try:
+        with caplog.at_level(logging.WARNING, logger="alexnet.training.tracking"):
+            run_dir = log_report(analyse(read_sweep(tmp_path)), None)
+    finally:
+        finish_wandb()
+    assert modes == ["offline"] and run_dir is not None
+    assert f"W&B server {CLOSED} is unreachable: logging offline" in caplog.text

@@ -4,8 +4,9 @@ Only when the sweep's jobs logged to W&B (their ``logger.wandb`` is set and not 
 the same mode they used (offline unless logged in, see ``alexnet.training.tracking.wandb_mode``),
 same project, same group (the sweep dir's name unless the config named one). The run is
 ``job_type="report"``, named ``report``, and lives in ``<sweep dir>/wandb/``. Offline nothing
-touches the network; online, a W&B that cannot be reached costs at most ``INIT_TIMEOUT_S`` and
-a warning: the report files are written before and do not depend on it.
+touches the network; online it starts as training's runs do (``start_wandb``): a server that
+cannot be reached gives a warning and an offline run. The report files are written before and
+do not depend on it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from alexnet.report.analysis import Report
 from alexnet.report.tables import CSV_COLUMNS, csv_rows
 
 log = logging.getLogger(__name__)
-INIT_TIMEOUT_S = 30
 
 
 def wandb_spec(report: Report) -> dict[str, Any] | None:
@@ -41,16 +41,23 @@ def log_report(report: Report, png: Path | None) -> str | None:
     try:
         import wandb
 
-        run = wandb.init(
-            project=spec.get("project") or "alexnet-lab",
-            group=spec.get("group") or report.sweep.dir.name,
-            name="report",
-            job_type="report",
-            dir=str(report.sweep.dir),
-            mode=spec["mode"],
-            config={"sweep_dir": str(report.sweep.dir), "level": report.level},
-            settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True),
-        )
+        from alexnet.training.tracking import start_wandb, wandb_settings
+
+        def start(mode: str):
+            return wandb.init(
+                project=spec.get("project") or "alexnet-lab",
+                group=spec.get("group") or report.sweep.dir.name,
+                name="report",
+                job_type="report",
+                dir=str(report.sweep.dir),
+                mode=mode,
+                config={"sweep_dir": str(report.sweep.dir), "level": report.level},
+                settings=wandb_settings(),
+            )
+
+        run = start_wandb(spec["mode"], start, report.sweep.dir)
+        if run is None:
+            return None
         try:
             table = wandb.Table(columns=list(CSV_COLUMNS), data=csv_rows(report))
             payload: dict[str, Any] = {"report/table": table}
