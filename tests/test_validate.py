@@ -86,6 +86,11 @@ IMAGENET_CASES = [
     (["aug.eval=twelve_crop"], "aug.eval='twelve_crop' is unknown; choose center or ten_crop"),
     (["aug=cifar"], "it is built for 224-pixel crops: use data=imagenet aug=paper or experiment="),
     (["model=four_layer"], "it is built for 32-pixel crops: use data=cifar10 aug=cifar"),
+    (["aug=vgg"], "aug.eval='dense' needs a network with dense evaluation (model vgg or vgg_cifar"),
+    (
+        ["model=vgg", "aug=vgg", "+data.gpu_resident=true"],
+        "aug=vgg (aug.eval=dense) has no batched version, which data.gpu_resident=true needs",
+    ),
 ]
 
 
@@ -101,6 +106,8 @@ def test_crop_must_fit_the_image_and_the_network(overrides, message, cfg_factory
 def test_good_configs_pass(cfg_factory, cifar_folder):
     validate_config(cfg_factory(SYNTH))
     validate_config(cfg_factory(IMAGENET_LIKE))
+    # VGG's dense evaluation takes whole 384-pixel images, which its forward (224 crops) cannot
+    validate_config(cfg_factory([*IMAGENET_LIKE, "model=vgg", "aug=vgg"]))
     validate_config(
         cfg_factory(
             [

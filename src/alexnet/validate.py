@@ -290,10 +290,19 @@ class _Checks:
         if model is None:
             return
         net = self.meta_model(model)
+        dense = self.get("aug.eval", None) == "dense"  # whole images through net.dense_scores
+        if dense and shapes and not hasattr(net, "dense_scores"):
+            raise self.fail(
+                "aug.eval",
+                f"needs a network with dense evaluation (model vgg or vgg_cifar), not "
+                f"{model.get('name')!r}",
+                "use aug.eval=center",
+            )
         for what, shape in shapes:
+            forward = net.dense_scores if dense and what == "eval" else net
             try:
                 with torch.device("meta"):
-                    net(torch.empty(2, *shape))
+                    forward(torch.empty(2, *shape))
             except Exception as err:
                 raise ConfigError(
                     f"aug.crop={self.get('aug.crop', None)!r} gives {what} inputs of "
@@ -355,7 +364,27 @@ class _Checks:
             shapes = [("train", _shape(train(blank))), ("eval", _shape(evaluate(blank)))]
         except (TypeError, ValueError) as err:
             raise ConfigError(_prefixed("aug", err)) from None
+        self.batched_twins(train, evaluate)
         return [(what, shape[-3:]) for what, shape in shapes]
+
+    def batched_twins(self, *presets: Any) -> None:
+        """The fast loaders augment whole batches on the device: each preset needs a twin."""
+        fast = [k for k in ("data.gpu_resident", "data.store") if self.get(k, False) is True]
+        if not fast:
+            return
+        from alexnet.data.augment.batched import batch_transform_of
+
+        for preset in presets:
+            try:
+                batch_transform_of(preset)
+            except TypeError:
+                mode = self.get("aug.eval", None)
+                raise ConfigError(
+                    f"aug={self.get('aug.name', None)}"
+                    + (f" (aug.eval={mode})" if mode else "")
+                    + f" has no batched version, which {fast[0]}=true needs (it augments whole "
+                    f"batches on the device); use {fast[0]}=false, or aug=paper, cifar or none"
+                ) from None
 
     def optim_and_sched(self) -> None:
         self.kwargs_of("optim")
