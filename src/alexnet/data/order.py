@@ -10,7 +10,7 @@ albumentations draws crops and flips from generators of its own that no checkpoi
   trained on. It yields keys `(index, batch_seed)`: every image of a batch carries the batch's
   augmentation seed, drawn from `(seed, epoch, rank, batch)`.
 - `KeyedItems` (mixed into the datasets) reseeds the transform from that seed at the start of
-  each batch, so augmentation no longer depends on the number of workers, on which worker got the
+  each batch, so augmentation does not depend on the number of workers, on which worker got the
   batch, or on where a run was resumed. Reseeding costs ~35 us per batch, not per image.
 - `order_state` / `train_order` carry the position through the data module's `state_dict`
   (which Lightning saves in every checkpoint and restores before it asks for the loaders).
