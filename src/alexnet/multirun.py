@@ -147,6 +147,30 @@ def _next_attempt_dir(job_dir: Path) -> Path:
     return target
 
 
+AUTO = "auto"
+
+
+def auto_ckpt_path(run_dir: str | Path) -> Path | None:
+    """What `ckpt_path=auto` means for a run in `run_dir`, by the rule a grid job follows.
+
+    A run stopped from outside (SIGTERM, a requeue, a killed process) resumes from its
+    `last.ckpt` (only its old `results.json` moves to `attempts/<n>/`); any other leftover attempt
+    is moved to `attempts/<n>/` and the run starts afresh; an empty `run_dir` starts afresh. A
+    finished run (`is_done`) is the caller's to skip. Extra DDP ranks re-run this after the
+    first has moved things; they decide the same and move nothing.
+    """
+    first = os.environ.get("LOCAL_RANK", "0") == "0"
+    resume = resume_point(run_dir)
+    if resume is not None:
+        if first and set_aside_record(run_dir) is not None:
+            log.info("ckpt_path=auto: resuming from %s", resume)
+        return resume
+    if first:
+        set_aside_previous_attempt(run_dir)
+        log.info("ckpt_path=auto: nothing to resume in %s; starting afresh", run_dir)
+    return None
+
+
 def sweep_dir_of_job() -> Path | None:
     """The sweep this process runs a job of: set by the subprocess launcher, or Hydra's
     ``hydra.sweep.dir`` when jobs run in-process (``hydra/launcher=basic``); else None."""

@@ -29,7 +29,7 @@ from alexnet.entry import (
     report_user_error,
 )
 from alexnet.hardware import accelerator_type, describe, resolve_auto
-from alexnet.multirun import run_sweep_job, sweep_dir_of_job
+from alexnet.multirun import AUTO, auto_ckpt_path, is_done, run_sweep_job, sweep_dir_of_job
 from alexnet.parallel.launch import mark_rank_from_env, prepare_parallel
 from alexnet.training.callbacks import SpeedMonitor
 from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as `cfg` says; returns what `results.json` holds."""
     resolve_auto(cfg)  # precision and memory format: what this machine runs fast
+    if cfg.get("ckpt_path") == AUTO:  # requeue loops: continue the run in this dir, if any
+        if is_done(cfg.paths.output_dir):
+            log.info("ckpt_path=auto: %s finished already; nothing to do", cfg.paths.output_dir)
+            return runs.read_results(cfg.paths.output_dir)
+        found = auto_ckpt_path(cfg.paths.output_dir)
+        cfg.ckpt_path = str(found) if found is not None else None
     validate_config(cfg, "train")  # before any data or model work
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
