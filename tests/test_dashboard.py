@@ -96,7 +96,7 @@ def test_train_renders_figures_at_the_end(trained):
 
 
 def test_train_logs_figures_tables_and_min_summary_to_wandb(trained):
-    out, _ = trained
+    out, results = trained
     (run,) = (out / "wandb").glob("offline-run-*")
     media = run / "files" / "media"
     images = [p.name for p in (media / "images").rglob("*.png")]
@@ -119,6 +119,11 @@ def test_train_logs_figures_tables_and_min_summary_to_wandb(trained):
     config = [r.config for r in records if r.WhichOneof("record_type") == "config"]
     keys = {item.key for c in config for item in c.update}
     assert {"model", "optim", "figures", "data"} <= keys  # the resolved Hydra config
+    # and what results.json records of the run: its size and where it came from
+    values = {item.key: json.loads(item.value_json) for c in config for item in c.update}
+    assert values["parameters"] == results["parameters"] > 0
+    assert values["provenance"]["commit"] == results["provenance"]["commit"]
+    assert values["provenance"]["versions"]["torch"] == results["provenance"]["versions"]["torch"]
     run_info = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run_info.run_group == "train" and run_info.display_name == "train"
     assert list(run_info.tags) == ["tiny"]

@@ -61,10 +61,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_data(cfg)
     module = build_module(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
+    parameters = sum(p.numel() for p in module.parameters())
+    origin = provenance(cfg)  # commit, versions, device: in W&B's config as in results.json
     name, group, tags = wandb_identity(
         cfg.task_name, cfg.tags, output_dir, (cfg.get("logger") or {}).get("wandb")
     )
-    loggers = build_loggers(cfg.get("logger"), output_dir, name, tags, config, group=group)
+    run_config = {**config, "parameters": parameters, "provenance": origin}
+    loggers = build_loggers(cfg.get("logger"), output_dir, name, tags, run_config, group=group)
     callbacks = build_callbacks(cfg, output_dir) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -99,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "wall_time_s": time.perf_counter() - start,
             "train_time_s": train_time(callbacks),
             "train_img_per_s": next(c for c in callbacks if isinstance(c, SpeedMonitor)).img_per_s,
-            "provenance": provenance(cfg),
+            "parameters": parameters,
+            "provenance": origin,
             "best_ckpt": best,
             **health(ckpt_path, datamodule, callbacks),
             "config": config,
@@ -152,7 +156,8 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
             "steps": trainer.global_step,
             "resume_ckpt": saved,
             "train_time_s": train_time(callbacks),
-            "provenance": provenance(cfg),
+            "parameters": parameters,
+            "provenance": origin,
             **health(cfg.get("ckpt_path"), datamodule, callbacks),
             "config": OmegaConf.to_container(cfg, resolve=True),
         },
