@@ -13,6 +13,7 @@ import torch
 from alexnet.eval import evaluate
 from alexnet.module import Classifier
 from alexnet.train import train
+from conftest import compose_config
 
 FAST = [
     "data.num_workers=0",
@@ -51,8 +52,9 @@ def test_every_experiment_runs_fast_dev_run(experiment, cfg_factory, cifar_folde
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
 
 
-def limit_run(cfg_factory, cifar_folder, out: Path, extra=(), wandb=False):
-    cfg = cfg_factory(
+def limit_run(cifar_folder, out: Path, extra=()):
+    cfg = compose_config(
+        "train",
         [
             "experiment=cifar10_alexnet",
             "debug=limit",
@@ -60,17 +62,23 @@ def limit_run(cfg_factory, cifar_folder, out: Path, extra=(), wandb=False):
             f"paths.data_dir={cifar_folder}",
             "data.batch_size=16",
             "data.val_size=40",
-            *([] if wandb else ["logger.wandb=null"]),
             *extra,
         ],
-        output_dir=out,
+        out,
     )
     return train(cfg)
 
 
-def test_short_training_on_cifar_folder_writes_run_dir(cfg_factory, cifar_folder, tmp_path):
-    out = tmp_path / "run"
-    results = limit_run(cfg_factory, cifar_folder, out)
+# One short training (with W&B offline, testing the whole test split) that the tests below read,
+# instead of one each: ~20 s on 2 busy cores per training.
+@pytest.fixture(scope="module")
+def short_run(cifar_folder, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("short_run")
+    return out, limit_run(cifar_folder, out, extra=["trainer.limit_test_batches=1.0"])
+
+
+def test_short_training_on_cifar_folder_writes_run_dir(short_run, cifar_folder):
+    out, results = short_run
     assert results["epochs"] == 2 and results["steps"] == 8
     saved = json.loads((out / "results.json").read_text())
     assert saved["metrics"]["test/top1_err"] == pytest.approx(results["metrics"]["test/top1_err"])
@@ -86,11 +94,9 @@ def test_short_training_on_cifar_folder_writes_run_dir(cfg_factory, cifar_folder
 
 
 def test_checkpoint_rebuilds_network_and_eval_matches_training_test(
-    cfg_factory, cifar_folder, tmp_path
+    short_run, cfg_factory, cifar_folder, tmp_path
 ):
-    results = limit_run(
-        cfg_factory, cifar_folder, tmp_path / "run", extra=["trainer.limit_test_batches=1.0"]
-    )
+    _, results = short_run  # tested on the whole test split (trainer.limit_test_batches=1.0)
     # load_from_checkpoint needs nothing but the file: the hparams hold plain values
     module = Classifier.load_from_checkpoint(results["best_ckpt"], map_location="cpu")
     assert module.hparams.model["name"] == "alexnet_cifar"
@@ -111,15 +117,14 @@ def test_checkpoint_rebuilds_network_and_eval_matches_training_test(
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"] == scored["metrics"]
 
 
-def test_resume_from_last_checkpoint_continues_epochs(cfg_factory, cifar_folder, tmp_path):
-    first = limit_run(cfg_factory, cifar_folder, tmp_path / "a")
-    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+def test_resume_from_last_checkpoint_continues_epochs(short_run, cifar_folder, tmp_path):
+    first_dir, first = short_run
+    last = first_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True, map_location="cpu")["epoch"] == 1
     resumed = limit_run(
-        cfg_factory,
         cifar_folder,
         tmp_path / "b",
-        extra=[f"ckpt_path={last}", "trainer.max_epochs=3"],
+        extra=[f"ckpt_path={last}", "trainer.max_epochs=3", "logger.wandb=null"],
     )
     assert first["steps"] == 8
     assert resumed["epochs"] == 3 and resumed["steps"] == 12
@@ -149,9 +154,8 @@ def test_imagenet_folder_with_odd_images_trains(cfg_factory, imagenet_folder, tm
     assert 0.0 <= results["metrics"]["test/top1_err"] <= 1.0
 
 
-def test_wandb_offline_run_has_metric_keys(cfg_factory, cifar_folder, tmp_path):
-    out = tmp_path / "run"
-    limit_run(cfg_factory, cifar_folder, out, wandb=True)
+def test_wandb_offline_run_has_metric_keys(short_run):
+    out, _ = short_run
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     data = next(runs[0].glob("run-*.wandb")).read_bytes()
