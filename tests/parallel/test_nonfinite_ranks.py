@@ -11,8 +11,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
-from dist_helpers import free_port, run_ranks
+from dist_helpers import free_port
 from test_parallel_training import make_trainer, overrides
 
 from alexnet.entry import build_data, build_module
@@ -23,22 +24,39 @@ from alexnet.training.nonfinite import NonFiniteGuard, any_rank
 BAD_STEP = 2  # not the first: with a fused SGD the first step always takes the host path
 
 
-def check_flags(rank: int) -> None:
-    only_rank_1 = any_rank(torch.tensor(rank == 1))  # rank 1's loss went non-finite
+def flags(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """any_rank of "rank 1's loss went non-finite" and of "no rank's did", on this rank."""
+    return any_rank(torch.tensor(rank == 1)), any_rank(torch.tensor(False))
+
+
+def check_flags(only_rank_1: torch.Tensor, none: torch.Tensor) -> None:
     assert only_rank_1.dtype == torch.float32 and only_rank_1.item() == 1.0
-    assert any_rank(torch.tensor(False)).item() == 0.0
+    assert none.item() == 0.0
 
 
-def test_a_nonfinite_loss_on_one_rank_is_seen_by_every_rank():
-    run_ranks(check_flags)
+def skipping_run(rank: int, fused: bool, tmp: str) -> dict:
+    from conftest import compose_config
+
+    cfg = compose_config(
+        "train",
+        [*overrides("ddp"), "model.conv_width=0.25", f"optim.fused={str(fused).lower()}"],
+        Path(tmp) / f"run_fused_{fused}",
+    )
+    L.seed_everything(cfg.seed)
+    datamodule, module = build_data(cfg), build_module(cfg)
+    guard = NonFiniteGuard("skip")
+    trainer = make_trainer(cfg, [guard])
+    prepare_parallel(trainer, datamodule)
+    trainer.fit(module, datamodule=datamodule)
+    return {
+        "skipped": guard.skipped,
+        "weights": {k: v.detach().clone() for k, v in module.net.named_parameters()},
+    }
 
 
-def test_one_process_keeps_its_own_flag():
-    assert any_rank(torch.tensor(True)).item() == 1.0
-    assert any_rank(torch.tensor(False)).item() == 0.0
-
-
-def skipping_worker(rank: int, port: int, fused: bool, tmp: str) -> None:
+def worker(rank: int, port: int, tmp: str) -> None:
+    """Both skipping runs (host and device path) on the same two processes, then the flags
+    through the process group Lightning set up: one spawn of two processes instead of three."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -48,8 +66,6 @@ def skipping_worker(rank: int, port: int, fused: bool, tmp: str) -> None:
         NO_ALBUMENTATIONS_UPDATE="1",
     )
     torch.set_num_threads(1)
-    from conftest import compose_config
-
     original = Classifier.training_step
 
     def training_step(self, batch, batch_idx):  # only rank 1's loss goes bad
@@ -58,32 +74,34 @@ def skipping_worker(rank: int, port: int, fused: bool, tmp: str) -> None:
         return loss * math.nan if bad else loss
 
     Classifier.training_step = training_step
-    cfg = compose_config(
-        "train",
-        [*overrides("ddp"), "model.conv_width=0.25", f"optim.fused={str(fused).lower()}"],
-        Path(tmp) / "run",
-    )
-    L.seed_everything(cfg.seed)
-    datamodule, module = build_data(cfg), build_module(cfg)
-    guard = NonFiniteGuard("skip")
-    trainer = make_trainer(cfg, [guard])
-    prepare_parallel(trainer, datamodule)
-    trainer.fit(module, datamodule=datamodule)
-    torch.save(
-        {
-            "skipped": guard.skipped,
-            "weights": {k: v.detach().clone() for k, v in module.net.named_parameters()},
-        },
-        Path(tmp) / f"rank{rank}.pt",
-    )
+    runs = {fused: skipping_run(rank, fused, tmp) for fused in (False, True)}
+    assert dist.is_initialized() and dist.get_world_size() == 2
+    torch.save({"runs": runs, "flags": flags(rank)}, Path(tmp) / f"rank{rank}.pt")
+
+
+# ~25 s on 2 busy cores: two processes, two short DDP trainings each
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("ddp_nonfinite")
+    mp.spawn(worker, args=(free_port(), str(tmp)), nprocs=2, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def test_a_nonfinite_loss_on_one_rank_is_seen_by_every_rank(ranks):
+    for r in ranks:
+        check_flags(*r["flags"])
+
+
+def test_one_process_keeps_its_own_flag():
+    assert any_rank(torch.tensor(True)).item() == 1.0
+    assert any_rank(torch.tensor(False)).item() == 0.0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fused", [False, True], ids=["host_path", "device_path"])
-def test_ddp_ranks_skip_a_nan_of_one_rank_together(tmp_path, fused):
-    mp.spawn(skipping_worker, args=(free_port(), fused, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    assert ranks[0]["skipped"] == ranks[1]["skipped"] == [BAD_STEP]
-    for name, w in ranks[0]["weights"].items():
+def test_ddp_ranks_skip_a_nan_of_one_rank_together(ranks, fused):
+    runs = [r["runs"][fused] for r in ranks]
+    assert runs[0]["skipped"] == runs[1]["skipped"] == [BAD_STEP]
+    for name, w in runs[0]["weights"].items():
         assert torch.isfinite(w).all(), f"rank 0 applied the NaN gradient to {name}"
-        assert torch.equal(w, ranks[1]["weights"][name]), f"the replicas differ in {name}"
+        assert torch.equal(w, runs[1]["weights"][name]), f"the replicas differ in {name}"
