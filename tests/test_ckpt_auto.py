@@ -56,3 +56,21 @@ def test_auto_starts_afresh_after_a_failure_of_its_own_and_keeps_that_attempt(tm
     kept = Path(tmp_path / "attempts" / "1")
     assert json.loads((kept / "results.json").read_text()) == failed
     assert (kept / "checkpoints" / "last.ckpt").read_bytes() == b"not resumed"
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logged = [o for o in AUTO if o != "logger=none"]  # the default loggers: CSV and W&B
+    build = train_module.build_callbacks
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "build_callbacks", lambda cfg, out: [*build(cfg, out), Crash()])
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(compose_config("train", logged, tmp_path))
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    run_id = state["callbacks"]["ResumeCheckpoint"]["wandb_id"]
+    (first,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert first.name.endswith(f"-{run_id}")
+
+    train(compose_config("train", logged, tmp_path))
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)

@@ -67,7 +67,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.task_name, cfg.tags, output_dir, (cfg.get("logger") or {}).get("wandb")
     )
     run_config = {**config, "parameters": parameters, "provenance": origin}
-    loggers = build_loggers(cfg.get("logger"), output_dir, name, tags, run_config, group=group)
+    loggers = build_loggers(
+        cfg.get("logger"), output_dir, name, tags, run_config, group=group, resume_from=ckpt_path
+    )
     callbacks = build_callbacks(cfg, output_dir) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -156,8 +158,7 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
             "steps": trainer.global_step,
             "resume_ckpt": saved,
             "train_time_s": train_time(callbacks),
-            "parameters": parameters,
-            "provenance": origin,
+            "provenance": provenance(cfg),
             **health(cfg.get("ckpt_path"), datamodule, callbacks),
             "config": OmegaConf.to_container(cfg, resolve=True),
         },

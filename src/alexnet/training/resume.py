@@ -148,7 +148,16 @@ class ResumeCheckpoint(Checkpoint):
             "train_time_s": self.train_time_s(),
             **self._csv_state(),
             "batches_that_stepped": loop._batches_that_stepped if loop else None,
+            "wandb_id": self._wandb_id(),
         }
+
+    def _wandb_id(self) -> str | None:
+        """The W&B run's id, so that a resumed training continues that run (tracking)."""
+        trainer = self._trainer
+        for logger in trainer.loggers if trainer is not None else []:
+            if type(logger).__name__ == "WandbLogger":
+                return str(logger.version)
+        return None
 
     def train_time_s(self) -> float:
         """Seconds spent training, summed over this attempt and those it resumed."""

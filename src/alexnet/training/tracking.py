@@ -117,9 +117,12 @@ def _wandb_logger(
     output_dir: Path,
     config: Mapping[str, Any],
     group: str | None,
+    run_id: str | None = None,
 ) -> Logger:
     from lightning.pytorch.loggers import WandbLogger
 
+    # A resumed training continues its W&B run (same id), offline files included.
+    resume = {"id": run_id, "resume": "allow"} if run_id else {}
     logger = WandbLogger(
         project=wb.get("project", "alexnet-lab"),
         name=wb.get("name") or name,
@@ -128,6 +131,7 @@ def _wandb_logger(
         save_dir=str(output_dir),
         mode=mode,
         settings=wandb_settings(),
+        **resume,
     )
     logger.log_hyperparams(dict(config))  # starts the run: fails here, not mid-training
     define_summaries(logger.experiment)
@@ -210,12 +214,14 @@ def build_loggers(
     tags: list[str],
     config: Mapping[str, Any],
     group: str | None = None,
+    resume_from: str | Path | None = None,
 ) -> list[Logger]:
     """`spec` is conf/logger: {"csv": bool, "wandb": {"project", "group", "name", "mode"} | None}.
 
     CSV goes to `<output_dir>/csv/metrics.csv`; W&B to `<output_dir>/wandb/`, with the resolved
     config as the run config and the validation errors summarised as their minimum. `group` is
-    the W&B group unless the spec names one.
+    the W&B group unless the spec names one. A training resumed from the checkpoint
+    `resume_from` continues the W&B run that wrote it (its id is in the checkpoint).
     """
     spec = spec or {}
     loggers: list[Logger] = []
@@ -225,12 +231,25 @@ def build_loggers(
     if wb:
         logger = start_wandb(
             wb.get("mode", "auto"),
-            lambda mode: _wandb_logger(mode, wb, name, tags, output_dir, config, group),
+            lambda mode: _wandb_logger(
+                mode, wb, name, tags, output_dir, config, group, wandb_id_in(resume_from)
+            ),
             output_dir,
         )
         if logger is not None:
             loggers.append(logger)
     return loggers
+
+
+def wandb_id_in(ckpt_path: str | Path | None) -> str | None:
+    """The id of the W&B run that wrote the checkpoint `ckpt_path` (alexnet.training.resume),
+    or None (no checkpoint, or one written without W&B or by another program)."""
+    if not ckpt_path:
+        return None
+    from alexnet.training.checkpoints import load_checkpoint
+
+    state = load_checkpoint(ckpt_path, mmap=True).get("callbacks") or {}
+    return (state.get("ResumeCheckpoint") or {}).get("wandb_id")
 
 
 def define_summaries(run) -> None:
