@@ -30,7 +30,7 @@ from alexnet.entry import (
 )
 from alexnet.hardware import accelerator_type, describe, resolve_auto
 from alexnet.multirun import AUTO, auto_ckpt_path, is_done, run_sweep_job, sweep_dir_of_job
-from alexnet.parallel.launch import mark_rank_from_env, prepare_parallel
+from alexnet.parallel.launch import log_on_rank_zero, mark_rank_from_env, prepare_parallel
 from alexnet.training.callbacks import SpeedMonitor
 from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
 from alexnet.training.nonfinite import NonFiniteGuard, NonFiniteLoss
@@ -56,6 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     mark_rank_from_env()  # before the loggers: one W&B run per training, not per rank
+    log_on_rank_zero()  # and one console log: other ranks print only warnings
     ckpt_path = cfg.get("ckpt_path")  # validate_config checked it exists
 
     datamodule = build_data(cfg)

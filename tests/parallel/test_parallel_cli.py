@@ -63,6 +63,9 @@ def check_run_dir(run: Path) -> dict:
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "ok" and results["steps"] == 8  # 2 epochs x 4 batches
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran in this dir too
+    # one console log: rank 1 passes on only warnings (alexnet.parallel.launch.RankZeroLogs)
+    assert "results written" in (run / "train.log").read_text()
+    assert "[INFO]" not in (run / "train_ddp_process_1.log").read_text()
     assert sorted(p.name for p in run.glob("*.json")) == ["results.json"]
     assert len(list(run.rglob(".hydra"))) == 1
     return results

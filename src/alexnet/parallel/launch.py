@@ -130,6 +130,31 @@ def mark_rank_from_env(environ=os.environ) -> None:
         rank_zero_only.rank = node  # any non-zero value; Lightning sets the true one in setup
 
 
+class RankZeroLogs(logging.Filter):
+    """Under DDP every rank runs the same code and would print every line N times: on ranks
+    other than 0 only warnings and errors pass, marked with their rank. The rank is read at
+    each record (Lightning sets it during setup), so the filter can be installed first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        rank = getattr(rank_zero_only, "rank", 0)
+        if rank == 0:
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        if not getattr(record, "rank_marked", False):
+            record.msg, record.rank_marked = f"[rank {rank}] {record.msg}", True
+        return True
+
+
+def log_on_rank_zero(logger: logging.Logger | None = None) -> None:
+    """Install `RankZeroLogs` on the handlers of `logger` (the root logger: what Hydra set up)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RankZeroLogs) for f in handler.filters):
+            handler.addFilter(RankZeroLogs())
+
+
 def module_class(trainer_cfg: Mapping[str, Any]) -> type[Classifier]:
     """The LightningModule the trainer config needs: the towers' one for `trainer=towers`."""
     strategy = trainer_cfg.get("strategy")
