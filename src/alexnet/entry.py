@@ -17,7 +17,6 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-import alexnet.schema  # noqa: F401  (registers the schemas the entry configs start from)
 from alexnet.data import DataError
 from alexnet.hardware import resolve_auto
 from alexnet.module import Classifier

@@ -3,7 +3,9 @@
 Each entry config (`conf/train.yaml`, `eval.yaml`, `figures.yaml`, `bench.yaml`) lists its schema
 first in its defaults (`schema_train`, ...), so Hydra checks types at composition: `seed=one`
 or `test=maybe` stop there with Hydra's own message naming the key. The values stay in the YAML
-files; the fields here are `MISSING` and only say what may be there.
+files; the fields here are `MISSING` and only say what may be there. They are registered in
+Hydra's ConfigStore when this module is imported, which `hydra_plugins.alexnet_schemas` does
+whenever Hydra composes.
 
 A group (`data`, `model`, `optim`, ...) is typed `Any` here: its owner checks it. Hydra-built
 nodes (`optim`, `sched`, `trainer`, `callbacks.extra`) are checked against the signature of their

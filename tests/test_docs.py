@@ -1,4 +1,5 @@
-"""The README's code map lists what `ls src/alexnet` shows, and the docs it links exist."""
+"""The README and docs match the code: the code map lists what `ls src/alexnet` shows, the docs
+it links exist, and the scripts in docs/ compose."""
 
 from __future__ import annotations
 
@@ -42,3 +43,20 @@ def test_code_map_matches_the_package():
 def test_linked_docs_exist():
     for link in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)(?:#[\w-]+)?\)", README):
         assert (REPO / link).is_file(), link
+
+
+def test_the_slurm_script_composes(cfg_factory, monkeypatch):
+    """docs/slurm/requeue.sbatch's training command is a valid config (SLURM's variables set)."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    script = (REPO / "docs" / "slurm" / "requeue.sbatch").read_text()
+    command = script.split("srun ", 1)[1].split("\nstatus=", 1)[0].replace("\\\n", " ")
+    words = shlex.split(command.replace("${SLURM_JOB_ID}", "1234"))
+    assert words[:3] == ["python", "-m", "alexnet.train"]
+    overrides = words[3:]
+    OverridesParser.create().parse_overrides(overrides)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    cfg = cfg_factory([o for o in overrides if not o.startswith("hydra.")])
+    assert cfg.ckpt_path == "auto" and cfg.trainer.devices == 2
