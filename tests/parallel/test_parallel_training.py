@@ -87,7 +87,7 @@ def make_trainer(cfg, callbacks=()):
     )
 
 
-def worker(rank: int, port: int, trainer_name: str, tmp: str) -> None:
+def worker(rank: int, port: int, tmp: str) -> None:
     # What Lightning's launcher gives a process it started: the trainer then starts no other.
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -98,16 +98,22 @@ def worker(rank: int, port: int, trainer_name: str, tmp: str) -> None:
         NO_ALBUMENTATIONS_UPDATE="1",
     )
     torch.set_num_threads(1)
+    for trainer_name in TRAINERS:  # one after the other in the same two processes
+        train_and_restore(rank, trainer_name, Path(tmp) / trainer_name)
+
+
+def train_and_restore(rank: int, trainer_name: str, tmp: Path) -> None:
     from conftest import compose_config
 
-    cfg = resolve_auto(compose_config("train", overrides(trainer_name), Path(tmp) / "run"))
+    tmp.mkdir(exist_ok=True)
+    cfg = resolve_auto(compose_config("train", overrides(trainer_name), tmp / "run"))
     L.seed_everything(cfg.seed)
     datamodule, module = build_data(cfg), build_module(cfg)
     record = RecordBatches()
     trainer = make_trainer(cfg, [record])
     prepare_parallel(trainer, datamodule)
     trainer.fit(module, datamodule=datamodule)
-    ckpt = Path(tmp) / "roundtrip.ckpt"
+    ckpt = tmp / "roundtrip.ckpt"
     trainer.save_checkpoint(ckpt)
     saved = snapshot(module, trainer)
 
@@ -123,7 +129,7 @@ def worker(rank: int, port: int, trainer_name: str, tmp: str) -> None:
             "steps": trainer.global_step,
             "restored_steps": restored_trainer.global_step,
         },
-        Path(tmp) / f"rank{rank}.pt",
+        tmp / f"rank{rank}.pt",
     )
 
 
@@ -142,9 +148,22 @@ def replay_single_process(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]])
     return {k: (v.detach(), init[k]) for k, v in module.net.named_parameters()}
 
 
-def run(trainer_name: str, tmp: Path) -> list[dict]:
-    mp.spawn(worker, args=(free_port(), trainer_name, str(tmp)), nprocs=2, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+TRAINERS = ("towers", "ddp")
+
+
+# ~45 s on 2 busy cores: one spawn of two processes that train under both trainers in turn
+# (a spawn each would start four interpreters instead of two)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("parallel_training")
+    mp.spawn(worker, args=(free_port(), str(tmp)), nprocs=2, join=True)
+    return tmp
+
+
+def run(trainer_name: str, trained: Path) -> tuple[list[dict], Path]:
+    """The two ranks' records of the `trainer_name` training and its directory."""
+    tmp = trained / trainer_name
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)], tmp
 
 
 def assert_bit_identical(a: dict, b: dict, what: str) -> None:
@@ -170,10 +189,8 @@ def assert_close_to(expected: dict, got: dict) -> None:
 
 
 @pytest.mark.slow
-def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(
-    tmp_path, cfg_factory
-):
-    ranks = run("towers", tmp_path)
+def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(trained, cfg_factory):
+    ranks, tmp = run("towers", trained)
     assert ranks[0]["steps"] == ranks[1]["steps"] == STEPS
     assert ranks[0]["restored_steps"] == STEPS
     # both towers saw the same batches (the first tower's, broadcast)
@@ -194,16 +211,16 @@ def test_towers_train_like_the_grouped_net_and_checkpoints_restore_each_tower(
     assert_close_to(replay_single_process(cfg, ranks[0]["batches"]), merged)
 
     # the checkpoint is the grouped net's: it loads for eval without the towers
-    grouped = Classifier.load_from_checkpoint(tmp_path / "roundtrip.ckpt", map_location="cpu")
+    grouped = Classifier.load_from_checkpoint(tmp / "roundtrip.ckpt", map_location="cpu")
     assert grouped.net.conv2.groups == 2
     assert_bit_identical(merged, dict(grouped.net.state_dict()), "grouped load")
 
 
 @pytest.mark.slow
 def test_ddp_step_equals_one_process_on_the_global_batch_and_checkpoints_restore(
-    tmp_path, cfg_factory
+    trained, cfg_factory
 ):
-    ranks = run("ddp", tmp_path)
+    ranks, tmp = run("ddp", trained)
     assert ranks[0]["steps"] == STEPS
     # each rank got half of every global batch, different images
     global_batches = []
@@ -218,5 +235,5 @@ def test_ddp_step_equals_one_process_on_the_global_batch_and_checkpoints_restore
     for r in ranks:
         assert_bit_identical(r["saved"]["weights"], r["restored"]["weights"], "weights")
         assert_bit_identical(r["saved"]["momentum"], r["restored"]["momentum"], "momentum")
-    loaded = Classifier.load_from_checkpoint(tmp_path / "roundtrip.ckpt", map_location="cpu")
+    loaded = Classifier.load_from_checkpoint(tmp / "roundtrip.ckpt", map_location="cpu")
     assert_bit_identical(ranks[0]["saved"]["weights"], dict(loaded.net.state_dict()), "load")
