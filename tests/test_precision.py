@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -48,6 +49,9 @@ def loss_curve(model_kwargs: dict, steps: int, bf16: bool, batch: int = 32) -> t
     return torch.tensor(losses).view(-1, WINDOW).mean(dim=1)
 
 
+# ~50 s on 2 cores (~110 s on busy ones): 2 x 200 SGD steps of the four-layer net, the band
+# above is calibrated on that many steps
+@pytest.mark.slow
 def test_bf16_autocast_follows_the_fp32_loss_curve():
     model, steps = {"name": "four_layer", "lrn": True, "num_classes": 10}, 200
     fp32 = loss_curve(model, steps, bf16=False)

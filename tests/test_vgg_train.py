@@ -219,6 +219,7 @@ def test_vgg_lrn_experiment_config(cfg_factory):
     assert "lrn1" not in dict(without.net.features.named_children())
 
 
+# ~20 s on 2 busy cores: the sweep's process and one process per job (two)
 @pytest.mark.slow
 def test_vgg_lrn_multirun_sweeps_lrn(cifar_folder, tmp_path):
     # -m runs the experiment's own sweep; seeds cut to one here to keep it short.
