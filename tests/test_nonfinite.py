@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -19,8 +20,7 @@ from tiny_run import TINY, one_thread  # noqa: F401
 BAD_STEP = 13  # epoch 1, batch 3
 
 
-@pytest.fixture
-def poisoned(monkeypatch):
+def poison(monkeypatch) -> None:
     """The loss of global step BAD_STEP becomes NaN, as after an overflow or a corrupt batch."""
     original = Classifier.training_step
 
@@ -29,6 +29,11 @@ def poisoned(monkeypatch):
         return loss * math.nan if self.trainer.global_step == BAD_STEP else loss
 
     monkeypatch.setattr(Classifier, "training_step", training_step)
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    poison(monkeypatch)
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -65,8 +70,10 @@ class Snapshots(L.Callback):
 
 
 def train_skipping(overrides, out, monkeypatch) -> dict:
-    """A `callbacks.nonfinite=skip` run: checks that only the bad step was skipped and that it
-    changed nothing (the next step changes the weights again); returns results.json's dict."""
+    """A poisoned `callbacks.nonfinite=skip` run: checks that only the bad step was skipped and
+    that it changed nothing (the next step changes the weights again); returns results.json's
+    dict. Its last.ckpt is the reference of the resume tests below."""
+    poison(monkeypatch)
     snapshots = Snapshots()
     build = train_module.build_callbacks
     monkeypatch.setattr(train_module, "build_callbacks", lambda c, o: [*build(c, o), snapshots])
@@ -78,18 +85,30 @@ def train_skipping(overrides, out, monkeypatch) -> dict:
     return results
 
 
-def test_skip_leaves_the_weights_untouched_and_counts(poisoned, tmp_path, monkeypatch):
-    train_skipping(TINY, tmp_path / "r", monkeypatch)
+# Each skip run serves two tests: one checks the run itself, one resumes a stopped run and
+# compares its end with this run's (a training less each, ~4 s on 2 busy cores).
+@pytest.fixture(scope="module")
+def skip_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("skip")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        train_skipping(TINY, out, monkeypatch)
+    return out
 
 
-def test_resuming_the_stopped_run_with_skip_equals_skipping_from_the_start(poisoned, tmp_path):
+def test_skip_leaves_the_weights_untouched_and_counts(skip_run):
+    assert json.loads((skip_run / "results.json").read_text())["nonfinite_skipped"] == [BAD_STEP]
+
+
+def test_resuming_the_stopped_run_with_skip_equals_skipping_from_the_start(
+    skip_run, poisoned, tmp_path
+):
     with pytest.raises(NonFiniteLoss):
         train(compose_config("train", TINY, tmp_path / "a"))
     skip = [*TINY, "callbacks.nonfinite=skip"]
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     train(compose_config("train", [*skip, f"ckpt_path={last}"], tmp_path / "b"))
-    train(compose_config("train", skip, tmp_path / "c"))
-    resumed, straight = (weights(tmp_path / r / "checkpoints" / "last.ckpt") for r in "bc")
+    resumed = weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    straight = weights(skip_run / "checkpoints" / "last.ckpt")
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
@@ -113,18 +132,26 @@ class Reads(L.Callback):
         self.patch = read
 
 
-def test_fused_skip_reads_flags_at_log_steps_only(poisoned, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def fused_skip_run(tmp_path_factory) -> tuple[Path, int, Reads]:
     from alexnet.training.nonfinite import NonFiniteGuard
 
+    out = tmp_path_factory.mktemp("fused_skip")
     reads = Reads(NonFiniteGuard)
-    monkeypatch.setattr(NonFiniteGuard, "_read", reads.patch)
-    steps = train_skipping(FUSED, tmp_path / "r", monkeypatch)["steps"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(NonFiniteGuard, "_read", reads.patch)
+        steps = train_skipping(FUSED, out, monkeypatch)["steps"]
+    return out, steps, reads
+
+
+def test_fused_skip_reads_flags_at_log_steps_only(fused_skip_run):
+    _, steps, reads = fused_skip_run
     assert reads.flags == steps - 1  # every step but the first (host path) left a device flag
     # reads at steps 4, 8, ... and at the 3 epoch ends, never one per step
     assert reads.reads <= steps // 4 + 3 < steps
 
 
-def test_fused_stop_skips_the_bad_step_and_resumes_like_skip(poisoned, tmp_path):
+def test_fused_stop_skips_the_bad_step_and_resumes_like_skip(fused_skip_run, poisoned, tmp_path):
     out = tmp_path / "a"
     with pytest.raises(NonFiniteLoss) as caught:
         train(compose_config("train", FUSED, out))
@@ -143,6 +170,6 @@ def test_fused_stop_skips_the_bad_step_and_resumes_like_skip(poisoned, tmp_path)
     # The saved state is the skip run's at step 16: resuming it with skip ends where skip does.
     skip = [*FUSED, "callbacks.nonfinite=skip"]
     train(compose_config("train", [*skip, f"ckpt_path={last}"], tmp_path / "b"))
-    train(compose_config("train", skip, tmp_path / "c"))
-    resumed, straight = (weights(tmp_path / r / "checkpoints" / "last.ckpt") for r in "bc")
+    resumed = weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    straight = weights(fused_skip_run[0] / "checkpoints" / "last.ckpt")
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
