@@ -31,7 +31,7 @@ TINY = [
     "callbacks.progress_bar=false",
     "debug=limit",
     "trainer.limit_train_batches=1",
-    "callbacks.checkpoint.save_last=false",
+    "callbacks.last=null",
 ]
 ALL_PNGS = sorted(FILES.values())
 
@@ -270,7 +270,7 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
     class Stop(Exception):
         pass
 
-    def build_loggers(spec, output_dir, name, tags, config, group=None):
+    def build_loggers(spec, output_dir, name, tags, config, group=None, resume_from=None):
         # what alexnet.training.tracking gives W&B: the spec's name and group win (none here)
         seen["train"] = (spec["wandb"]["name"] or name, spec["wandb"]["group"] or group, tags)
         seen["config"] = config
