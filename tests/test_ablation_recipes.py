@@ -78,7 +78,7 @@ def test_relu_vs_tanh_stops_at_its_threshold_and_counts_images(cfg_factory, tmp_
             "data.train_size=64",
             "data.batch_size=16",
             "trainer.max_epochs=5",
-            "callbacks.extra.stop_at_25.stopping_threshold=1.0",
+            "callbacks.stop_at_25.stopping_threshold=1.0",
             *FAST,
         ],
         output_dir=tmp_path / "run",

@@ -14,7 +14,7 @@ from alexnet.train import train
 from conftest import compose_config
 from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 
-AUTO = [*TINY, "callbacks.checkpoint.every_n_steps=4", "ckpt_path=auto"]
+AUTO = [*TINY, "callbacks.last.every_n_steps=4", "ckpt_path=auto"]
 
 
 class Crash(L.Callback):
@@ -26,7 +26,7 @@ class Crash(L.Callback):
 def test_auto_resumes_a_stopped_run_and_leaves_a_finished_one_alone(tmp_path, monkeypatch):
     build = train_module.build_callbacks
     with monkeypatch.context() as m:
-        m.setattr(train_module, "build_callbacks", lambda cfg, out: [*build(cfg, out), Crash()])
+        m.setattr(train_module, "build_callbacks", lambda cfg: [*build(cfg), Crash()])
         with pytest.raises(RuntimeError, match="simulated crash"):
             train(compose_config("train", AUTO, tmp_path))  # an empty dir: starts afresh
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -63,7 +63,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     logged = [o for o in AUTO if o != "logger=none"]  # the default loggers: CSV and W&B
     build = train_module.build_callbacks
     with monkeypatch.context() as m:
-        m.setattr(train_module, "build_callbacks", lambda cfg, out: [*build(cfg, out), Crash()])
+        m.setattr(train_module, "build_callbacks", lambda cfg: [*build(cfg), Crash()])
         with pytest.raises(RuntimeError, match="simulated crash"):
             train(compose_config("train", logged, tmp_path))
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

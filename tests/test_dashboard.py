@@ -31,7 +31,7 @@ TINY = [
     "callbacks.progress_bar=false",
     "debug=limit",
     "trainer.limit_train_batches=1",
-    "callbacks.checkpoint.save_last=false",
+    "callbacks.last=null",
 ]
 ALL_PNGS = sorted(FILES.values())
 

@@ -50,7 +50,7 @@ def test_anomaly_detection_is_on_during_training(tmp_path, monkeypatch):
             seen.append(torch.is_anomaly_enabled())
 
     build = train_module.build_callbacks
-    monkeypatch.setattr(train_module, "build_callbacks", lambda c, out: [*build(c, out), Probe()])
+    monkeypatch.setattr(train_module, "build_callbacks", lambda c: [*build(c), Probe()])
     overrides = [*TINY, "debug=anomaly", "trainer.max_epochs=1", "test=false"]
     train(compose_config("train", overrides, tmp_path))
     assert seen and all(seen)

@@ -383,7 +383,7 @@ def test_grid_killed_mid_cell_resumes_that_cell_and_ends_bit_identical(tmp_path)
         "model.lrn=true",
         "logger=csv",
         "trainer.log_every_n_steps=1",
-        "callbacks.checkpoint.every_n_steps=4",
+        "callbacks.last.every_n_steps=4",
     ]
     one_thread = {"OMP_NUM_THREADS": "1"}  # bit-identical floats across processes
 

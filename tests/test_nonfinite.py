@@ -50,7 +50,7 @@ def test_nan_stops_with_the_step_and_saves_the_state_before_it(poisoned, tmp_pat
         f"train/loss is nan at global step {BAD_STEP} (epoch 1, batch 3); "
         f"the weights before it are saved in {last}"
     )
-    assert "callbacks.nonfinite=skip" in message and "\n" not in message
+    assert "callbacks.nonfinite.mode=skip" in message and "\n" not in message
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == BAD_STEP
     assert all(torch.isfinite(w).all() for w in state["state_dict"].values())
@@ -70,14 +70,14 @@ class Snapshots(L.Callback):
 
 
 def train_skipping(overrides, out, monkeypatch) -> dict:
-    """A poisoned `callbacks.nonfinite=skip` run: checks that only the bad step was skipped and
-    that it changed nothing (the next step changes the weights again); returns results.json's
+    """A poisoned `callbacks.nonfinite.mode=skip` run: checks that only the bad step was skipped
+    and that it changed nothing (the next step changes the weights again); returns results.json's
     dict. Its last.ckpt is the reference of the resume tests below."""
     poison(monkeypatch)
     snapshots = Snapshots()
     build = train_module.build_callbacks
-    monkeypatch.setattr(train_module, "build_callbacks", lambda c, o: [*build(c, o), snapshots])
-    results = train(compose_config("train", [*overrides, "callbacks.nonfinite=skip"], out))
+    monkeypatch.setattr(train_module, "build_callbacks", lambda c: [*build(c), snapshots])
+    results = train(compose_config("train", [*overrides, "callbacks.nonfinite.mode=skip"], out))
     assert results["status"] == "ok" and results["nonfinite_skipped"] == [BAD_STEP]
     before, after = snapshots.at[BAD_STEP], snapshots.at[BAD_STEP + 1]
     assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
@@ -104,7 +104,7 @@ def test_resuming_the_stopped_run_with_skip_equals_skipping_from_the_start(
 ):
     with pytest.raises(NonFiniteLoss):
         train(compose_config("train", TINY, tmp_path / "a"))
-    skip = [*TINY, "callbacks.nonfinite=skip"]
+    skip = [*TINY, "callbacks.nonfinite.mode=skip"]
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     train(compose_config("train", [*skip, f"ckpt_path={last}"], tmp_path / "b"))
     resumed = weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
@@ -168,7 +168,7 @@ def test_fused_stop_skips_the_bad_step_and_resumes_like_skip(fused_skip_run, poi
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "nonfinite_loss" and results["nonfinite_skipped"] == [BAD_STEP]
     # The saved state is the skip run's at step 16: resuming it with skip ends where skip does.
-    skip = [*FUSED, "callbacks.nonfinite=skip"]
+    skip = [*FUSED, "callbacks.nonfinite.mode=skip"]
     train(compose_config("train", [*skip, f"ckpt_path={last}"], tmp_path / "b"))
     resumed = weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
     straight = weights(fused_skip_run[0] / "checkpoints" / "last.ckpt")

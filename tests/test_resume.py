@@ -33,7 +33,7 @@ EVERY = 4
 STEPS = PER_EPOCH * EPOCHS
 # The same 30 steps as a step-limited run (Lightning resumes those differently at epoch ends).
 BY_STEPS = ["trainer.max_epochs=-1", f"+trainer.max_steps={STEPS}"]
-BASE = [*TINY, f"callbacks.checkpoint.every_n_steps={EVERY}"]
+BASE = [*TINY, f"callbacks.last.every_n_steps={EVERY}"]
 # One intra-op thread in this process and in the subprocesses: float reductions then match bit
 # for bit, and the tiny net runs no slower (on a busy machine much faster) than with two.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -71,7 +71,7 @@ def run(out: Path, extra=(), crash_at: int | None = None, monkeypatch=None) -> d
     if crash_at is not None:
         build = train_module.build_callbacks
         monkeypatch.setattr(
-            train_module, "build_callbacks", lambda cfg, out: [*build(cfg, out), Crash(crash_at)]
+            train_module, "build_callbacks", lambda cfg: [*build(cfg), Crash(crash_at)]
         )
         with pytest.raises(RuntimeError, match="simulated crash"):
             train(cfg)

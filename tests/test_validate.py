@@ -55,8 +55,11 @@ CASES = [
         ["callbacks.checkpoint.monitor=val/top1_error"],
         "callbacks.checkpoint.monitor='val/top1_error' is not a metric the module logs",
     ),
-    (["callbacks.checkpoint.every_n_steps=-5"], "every_n_steps=-5 must be >= 0"),
-    (["callbacks.nonfinite=ignore"], "callbacks.nonfinite='ignore' is unknown; choose one of stop"),
+    (["callbacks.last.every_n_steps=-5"], "every_n_steps=-5 must be >= 0"),
+    (
+        ["callbacks.nonfinite.mode=ignore"],
+        "callbacks.nonfinite.mode='ignore' is unknown; choose one of stop",
+    ),
     (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes' is unknown"),
     (["paths.data_dir=${oc.env:ALEXNET_NO_SUCH_VAR}"], "cannot be resolved"),
     (["+foo=bar"], "foo is not a setting of this config (aug, callbacks, "),
@@ -249,3 +252,28 @@ def test_cli_unwritable_log_dir_is_one_line(tmp_path):
         "or paths.log_dir to a folder you can write"
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_callbacks_are_target_nodes_with_every_option_of_their_class(cfg_factory, tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+
+    from alexnet.entry import build_callbacks
+    from alexnet.training.nonfinite import NonFiniteGuard
+    from alexnet.training.resume import BestCheckpoint, ResumeCheckpoint
+
+    cfg = cfg_factory([*SYNTH, "callbacks.checkpoint.save_top_k=3", "callbacks.nonfinite=null"])
+    validate_config(cfg)
+    built = build_callbacks(cfg)
+    (best,) = [c for c in built if isinstance(c, BestCheckpoint)]
+    assert best.save_top_k == 3 and best.dirpath == str(tmp_path / "run" / "checkpoints")
+    assert not any(isinstance(c, NonFiniteGuard) for c in built)  # null removes one
+    assert any(isinstance(c, ResumeCheckpoint) for c in built)
+    cfg = cfg_factory([*SYNTH, "callbacks.progress_bar=false", "experiment=relu_vs_tanh"])
+    kinds = {type(c) for c in build_callbacks(cfg)}
+    assert EarlyStopping in kinds and TQDMProgressBar not in kinds  # a recipe adds its own
+    for overrides, message in [
+        (["+callbacks.checkpoint.save_top=3"], "callbacks.checkpoint.save_top is not a setting"),
+        (["callbacks.progress_bar=5"], "callbacks.progress_bar=5 is not a callback"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            validate_config(cfg_factory([*SYNTH, *overrides]))

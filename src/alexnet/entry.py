@@ -14,17 +14,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.data import DataError
 from alexnet.hardware import resolve_auto
 from alexnet.module import Classifier
 from alexnet.parallel.launch import module_class
-from alexnet.training.callbacks import ImagesSeen, RunEstimate, SpeedMonitor
 from alexnet.training.checkpoints import init_from_checkpoint
-from alexnet.training.nonfinite import NonFiniteGuard, NonFiniteLoss
-from alexnet.training.resume import BestCheckpoint, ResumeCheckpoint
+from alexnet.training.nonfinite import NonFiniteLoss
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -38,32 +35,9 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
-    spec = cfg.callbacks
-    callbacks: list[L.Callback] = [SpeedMonitor(), ImagesSeen(), RunEstimate()]
-    if spec.get("checkpoint"):
-        best = dict(spec.checkpoint)
-        save_last = best.pop("save_last", True)
-        every_n_steps = best.pop("every_n_steps", 0)
-        callbacks.append(
-            BestCheckpoint(
-                dirpath=output_dir / "checkpoints",
-                filename="best-epoch{epoch:03d}",
-                auto_insert_metric_name=False,
-                **best,
-            )
-        )
-        if save_last:
-            # last.ckpt: every N steps, each epoch end, on SIGTERM, with all needed to resume.
-            callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", every_n_steps))
-    if spec.get("nonfinite", "stop") != "off":
-        callbacks.append(NonFiniteGuard(spec.get("nonfinite", "stop")))
-    if spec.get("progress_bar"):
-        # Refreshing the bar every step costs measurable throughput on fast GPUs.
-        callbacks.append(TQDMProgressBar(refresh_rate=spec.get("progress_refresh", 20)))
-    # Recipes add callbacks by name, e.g. relu_vs_tanh stops once training error reaches 25%.
-    callbacks.extend(hydra.utils.instantiate(c) for c in (spec.get("extra") or {}).values() if c)
-    return callbacks
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The `callbacks` nodes (conf/callbacks), built in their order; one set to null is off."""
+    return [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
 
 
 def build_module(cfg: DictConfig) -> Classifier:

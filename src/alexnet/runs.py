@@ -31,7 +31,7 @@ class Status(str, Enum):
     FAILED = "failed"  # raised, or its process died (the record's `error` says how)
     INTERRUPTED = "interrupted"  # Ctrl-C
     PREEMPTED = "preempted"  # SIGTERM: last.ckpt written, resume from it
-    NONFINITE_LOSS = "nonfinite_loss"  # stopped on a NaN/inf loss (callbacks.nonfinite=stop)
+    NONFINITE_LOSS = "nonfinite_loss"  # stopped on a NaN/inf loss (callbacks.nonfinite.mode=stop)
     INCOMPLETE = "incomplete"  # a grid job dir without a record: killed, or still running
     NOT_STARTED = "not started"  # a grid job with no dir yet
 

@@ -71,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(
         cfg.get("logger"), output_dir, name, tags, run_config, group=group, resume_from=ckpt_path
     )
-    callbacks = build_callbacks(cfg, output_dir) + figure_callbacks(cfg.get("figures"), output_dir)
+    callbacks = build_callbacks(cfg) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=loggers or False,

@@ -61,7 +61,6 @@ PRECISIONS = {
     "auto",
 }  # auto: alexnet.hardware
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-NONFINITE = ("stop", "skip", "off")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -532,23 +531,28 @@ class _Checks:
                 )
 
     def callbacks(self) -> None:
-        if self.get("callbacks", None) is None:
-            return
-        if isinstance(self.get("callbacks.checkpoint", None), Mapping):
-            monitor = self.get("callbacks.checkpoint.monitor", None)
+        """Each `callbacks.<name>` node is built now (no callback works in its constructor), so
+        an option its class lacks or a value it refuses is one line naming the key."""
+        from hydra.utils import instantiate
+
+        for name, node in (self.get("callbacks", None) or {}).items():
+            key = f"callbacks.{name}"
+            if node is None or node is False:
+                continue
+            if not isinstance(node, Mapping):
+                raise self.fail(key, "is not a callback", f"give a _target_ node, or {key}=null")
+            self.kwargs_of(key)
+            monitor = node.get("monitor")
             if monitor is not None and monitor not in METRICS:
                 raise self.fail(
-                    "callbacks.checkpoint.monitor",
+                    f"{key}.monitor",
                     "is not a metric the module logs",
                     f"choose one of {', '.join(sorted(METRICS))}",
                 )
-            self.choice("callbacks.checkpoint.mode", ("min", "max"))
-            self.integer("callbacks.checkpoint.save_top_k", -1)
-            self.integer("callbacks.checkpoint.every_n_steps", 0)
-            self.boolean("callbacks.checkpoint.save_last")
-        self.choice("callbacks.nonfinite", NONFINITE)
-        self.boolean("callbacks.progress_bar")
-        self.integer("callbacks.progress_refresh", 1)
+            try:
+                instantiate(node)
+            except Exception as err:
+                raise ConfigError(_prefixed(key, _cause(err))) from None
 
     def logger(self) -> None:
         if self.get("logger", None) is None:

@@ -26,10 +26,9 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.bench.timer import seconds_per_call, sync
-from alexnet.entry import build_callbacks  # a real run's callbacks, not a copy of them
+from alexnet.entry import CONF_DIR, build_callbacks  # a real run's callbacks, not a copy
 from alexnet.models import build_model
 from alexnet.module import Classifier
-from alexnet.training.resume import ResumeCheckpoint
 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
 # Fused (one kernel per step), as `optim.fused=true` in a run: it also lets the NaN guard skip a
@@ -172,18 +171,14 @@ def lightning_loop(
     optimizer = unfused_sgd if naive else paper_sgd
     module = cls(model=model, optimizer=optimizer, channels_last=channels_last, compile=compile)
     timer = StepTimer(warmup, steps)
-    spec = {
-        "checkpoint": None,
-        "progress_bar": progress_bar,
-        "progress_refresh": 20,
-        "nonfinite": "stop",
-    }
     with tempfile.TemporaryDirectory() as logs:
-        callbacks = [
-            timer,
-            *build_callbacks(OmegaConf.create({"callbacks": spec}), Path(logs)),
-            ResumeCheckpoint(Path(logs) / "checkpoints"),
-        ]
+        # a real run's callbacks (conf/callbacks), less the best checkpoint (validation is off)
+        spec = OmegaConf.load(Path(CONF_DIR) / "callbacks" / "default.yaml")
+        spec.checkpoint = None
+        if not progress_bar:
+            spec.progress_bar = None
+        run = OmegaConf.create({"paths": {"output_dir": logs}, "callbacks": spec})
+        callbacks = [timer, *build_callbacks(run)]
         trainer = L.Trainer(
             accelerator=device.type,
             devices=1,

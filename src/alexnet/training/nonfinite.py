@@ -1,4 +1,4 @@
-"""A NaN or infinite training loss: stop, or skip the batch (`callbacks.nonfinite`).
+"""A NaN or infinite training loss: stop, or skip the batch (`callbacks.nonfinite.mode`).
 
 - `stop` (default): stop the run with a one-line `NonFiniteLoss` naming the step, with no update
   from that step in the weights; `ResumeCheckpoint` writes them to `last.ckpt` and the message
@@ -6,7 +6,7 @@
 - `skip`: leave the weights as they were before the batch. SGD leaves parameters without a
   gradient untouched (no update, no weight decay, no momentum change); the step counter and the
   schedulers still advance. Skipped steps are logged and listed in `results.json`.
-- `off`: no check.
+- `callbacks.nonfinite=null`: no check (the guard is not attached).
 
 Two ways to keep a step out of the weights, chosen per step:
 
@@ -36,7 +36,7 @@ from alexnet.training.resume import CleanStop
 
 log = logging.getLogger(__name__)
 
-MODES = ("stop", "skip", "off")
+MODES = ("stop", "skip")
 
 
 class NonFiniteLoss(CleanStop):
@@ -71,7 +71,7 @@ class NonFiniteLoss(CleanStop):
             )
         return (
             f"{where}{saved}; lower optim.lr, check the data, or set "
-            f"callbacks.nonfinite=skip to skip such batches"
+            f"callbacks.nonfinite.mode=skip to skip such batches"
         )
 
 
@@ -108,7 +108,7 @@ def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
 class NonFiniteGuard(L.Callback):
     def __init__(self, mode: str = "stop") -> None:
         if mode not in MODES:
-            raise ValueError(f"callbacks.nonfinite={mode!r} is unknown; choose one of {MODES}")
+            raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}")
         self.mode = mode
         self.skipped: list[int] = []  # global steps whose batch was skipped
         self._drop_grads = False
@@ -122,8 +122,6 @@ class NonFiniteGuard(L.Callback):
         return optimizers[0] if len(optimizers) == 1 else None
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        if self.mode == "off":
-            return
         step, epoch = trainer.global_step, trainer.current_epoch
         batch = trainer.fit_loop.epoch_loop.batch_idx
         optimizer = self._optimizer(trainer)
