@@ -171,6 +171,16 @@ def auto_ckpt_path(run_dir: str | Path) -> Path | None:
     return None
 
 
+def objective(results: dict[str, Any] | None, metric: str | None) -> Any:
+    """What a run returns to Hydra: `results` itself, or with `optimized_metric` set the one
+    number a sweeper minimises (Optuna, ...); NaN for a run that did not finish or never logged
+    it, which optimisers count as a failed trial."""
+    if not metric:
+        return results
+    value = ((results or {}).get("metrics") or {}).get(metric)
+    return float(value) if value is not None else float("nan")
+
+
 def sweep_dir_of_job() -> Path | None:
     """The sweep this process runs a job of: set by the subprocess launcher, or Hydra's
     ``hydra.sweep.dir`` when jobs run in-process (``hydra/launcher=basic``); else None."""

@@ -63,6 +63,7 @@ class Train:
     test: bool = MISSING
     compile: bool = MISSING
     channels_last: Any = MISSING  # auto | true | false
+    optimized_metric: str | None = MISSING
     paths: Paths = field(default_factory=Paths)
     figures: Figures = field(default_factory=Figures)
     data: Any = MISSING

@@ -29,7 +29,14 @@ from alexnet.entry import (
     report_user_error,
 )
 from alexnet.hardware import accelerator_type, describe, resolve_auto
-from alexnet.multirun import AUTO, auto_ckpt_path, is_done, run_sweep_job, sweep_dir_of_job
+from alexnet.multirun import (
+    AUTO,
+    auto_ckpt_path,
+    is_done,
+    objective,
+    run_sweep_job,
+    sweep_dir_of_job,
+)
 from alexnet.parallel.launch import log_on_rank_zero, mark_rank_from_env, prepare_parallel
 from alexnet.training.callbacks import SpeedMonitor
 from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
@@ -179,13 +186,15 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Any:
+    """Returns the run's results, or with `optimized_metric` set its value (for sweepers)."""
     torch.set_float32_matmul_precision("high")
+    metric = cfg.get("optimized_metric")
     if sweep_dir_of_job() is not None:
-        run_sweep_job(cfg, train)  # one job of a grid: skip it when done, record a failure
-        return
+        # one job of a grid: skip it when done, record a failure
+        return objective(run_sweep_job(cfg, train), metric)
     try:
-        train(cfg)
+        return objective(train(cfg), metric)
     except Preempted as stop:
         print(f"preempted: {stop.message}", file=sys.stderr)
         raise

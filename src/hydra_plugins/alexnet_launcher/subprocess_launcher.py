@@ -39,6 +39,7 @@ from alexnet.multirun import (
     SWEEP_DIR_ENV,
     failure,
     is_done,
+    objective,
     resume_point,
     set_aside_previous_attempt,
     set_aside_record,
@@ -208,6 +209,11 @@ class SubprocessLauncher(Launcher):
             returns.append(self._run(module, list(overrides), job_dir, sweep_dir))
         return returns
 
+    def _metric(self) -> str | None:
+        """The sweep's `optimized_metric` (the one number an optimising sweeper reads)."""
+        assert self.config is not None
+        return self.config.get("optimized_metric")
+
     def _job_dir(self, overrides: list[str], idx: int, varying: set[str]) -> Path:
         """Where Hydra's basic launcher would put the job, ``hydra.sweep.dir/hydra.sweep.subdir``
         (this job's ``hydra.job.override_dirname`` by default), shortened when too long."""
@@ -229,7 +235,7 @@ class SubprocessLauncher(Launcher):
         ret = JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED)
         if is_done(job_dir):
             log.info("\t   done already (%s): skipped", job_dir / "results.json")
-            ret.return_value = read_results(job_dir)
+            ret.return_value = objective(read_results(job_dir), self._metric())
             return ret
         resume = resume_point(job_dir)
         if resume is not None:
@@ -276,5 +282,5 @@ class SubprocessLauncher(Launcher):
             raise SystemExit(128 + signal.SIGTERM)
         if results.get("status") != Status.OK:
             log.warning("\t   job failed: %s", results.get("error"))
-        ret.return_value = results
+        ret.return_value = objective(results, self._metric())
         return ret
