@@ -419,3 +419,16 @@ def test_report_is_logged_to_wandb_offline(tmp_path):
         assert key in data
     # read_sweep ignores the W&B dir: it is no job
     assert len(read_sweep(tmp_path).jobs) == 2 and not read_sweep(tmp_path).stale
+
+
+def test_report_of_an_unfinished_grid_is_logged_to_wandb_offline(tmp_path, caplog):
+    # the job rows then carry statuses (an enum): W&B's table takes them as plain strings
+    multirun = write_multirun(tmp_path, {"model.lrn": "true,false"}, [])
+    wandb = {"project": "alexnet-lab", "group": "my-sweep", "name": None, "mode": "offline"}
+    first, _ = expand_grid(multirun)  # the second job has not started
+    metrics = {"test/top1_err": 0.2, "test/top5_err": 0.1}
+    write_job(tmp_path, first, config=config_of(first, wandb=wandb), metrics=metrics)
+    with caplog.at_level("WARNING", logger="alexnet.report.wandb_log"):
+        write_report(tmp_path, wandb=True)
+    assert "could not log the report to W&B" not in caplog.text
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1

@@ -59,7 +59,9 @@ def log_report(report: Report, png: Path | None) -> str | None:
         if run is None:
             return None
         try:
-            table = wandb.Table(columns=list(CSV_COLUMNS), data=csv_rows(report))
+            # plain str: W&B's table refuses str subclasses such as the Status enum
+            rows = [[str(v) if isinstance(v, str) else v for v in row] for row in csv_rows(report)]
+            table = wandb.Table(columns=list(CSV_COLUMNS), data=rows)
             payload: dict[str, Any] = {"report/table": table}
             if png is not None and png.is_file():
                 payload["report/figure"] = wandb.Image(str(png))
