@@ -86,6 +86,7 @@ class Eval:
     data: Any = MISSING
     aug: Any = MISSING
     trainer: Any = MISSING
+    figures: Any = None  # set by debug presets for training (debug=limit); evaluation ignores it
 
 
 @dataclass
@@ -132,7 +133,10 @@ def unknown_key(cfg: Mapping[str, Any], schema: type, prefix: str = "") -> str |
     declared = {f.name: f.type for f in fields(schema)}
     for key in cfg:
         if key not in declared:
-            close = difflib.get_close_matches(str(key), declared, n=1)
+            # a declared key that begins the unknown one (optimizer: optim) first, else the
+            # closest spelling
+            close = sorted((k for k in declared if str(key).startswith(k)), key=len)[-1:]
+            close = close or difflib.get_close_matches(str(key), declared, n=1)
             fix = f"did you mean {prefix}{close[0]}?" if close else "remove it"
             return (
                 f"{prefix}{key} is not a setting of {prefix.rstrip('.') or 'this config'} "

@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -92,7 +93,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # (alexnet.training.checkpoints).
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            checkpoint = trainer.checkpoint_callback
+            # the best-checkpoint callback (callbacks.checkpoint), if the run has one
+            checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
             best = checkpoint.best_model_path if checkpoint else ""
             if checkpoint is not None and checkpoint.best_model_score is not None:
                 metrics["val/best_top1_err"] = float(checkpoint.best_model_score)
