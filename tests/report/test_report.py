@@ -432,3 +432,23 @@ def test_report_of_an_unfinished_grid_is_logged_to_wandb_offline(tmp_path, caplo
         write_report(tmp_path, wandb=True)
     assert "could not log the report to W&B" not in caplog.text
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_relu_vs_tanh_has_no_verdict_until_every_job_of_the_grid_finished(tmp_path):
+    # each activation is represented by its fastest learning rate: with a tanh rate not run
+    # yet, a "never reached 25%" at the other rate says nothing about tanh's best
+    relu_tanh_sweep(
+        tmp_path,
+        {
+            ("relu", "0.01"): [4, 4, 5],
+            ("relu", "0.02"): [6, 6, 6],
+            ("tanh", "0.01"): [None] * 3,
+            ("tanh", "0.02"): [9, 9, 9],
+        },
+        max_epochs=20,
+    )
+    for job in tmp_path.glob("model.activation=tanh,optim.lr=0.02,*"):
+        (job / "results.json").unlink()  # killed before it finished
+    report = write_report(tmp_path, wandb=False)
+    assert report.speedup is None
+    assert "relu_vs_tanh: **" not in (tmp_path / "report.md").read_text()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from alexnet.figures.curves import Series
 from alexnet.report.claims import INCONCLUSIVE, REPRODUCED, Wording, verdict
 from alexnet.report.stats import Estimate, contrast_ci, mean_ci
-from alexnet.report.sweep import Cell
+from alexnet.report.sweep import OK, Cell
 
 THRESHOLD = 0.25
 TRAIN_ERR, IMAGES = "train/top1_err", "train/images_seen"
@@ -126,7 +126,11 @@ def _fastest(speeds: Sequence[CellSpeed]) -> CellSpeed | None:
 
 
 def speedup(cells: Sequence[Cell], level: float = 0.95) -> Speedup | None:
-    """ReLU vs tanh on this grid; None when its cells do not have both activations."""
+    """ReLU vs tanh on this grid; None when its cells do not have both activations, or while
+    any job of the grid has not finished: each activation is represented by its fastest cell,
+    and a cell not run yet may be that one."""
+    if any(job.status != OK for cell in cells for job in cell.jobs):
+        return None
     by_act: dict[str, list[CellSpeed]] = {"relu": [], "tanh": []}
     for cell in cells:
         act = cell.setting(ACTIVATION)
