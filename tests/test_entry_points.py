@@ -1,4 +1,4 @@
-"""Entry points share through alexnet.entry and never import one another."""
+"""Entry points share through alexnet.config.entry and never import one another."""
 
 import ast
 from pathlib import Path

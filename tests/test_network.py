@@ -152,13 +152,10 @@ def test_report_run_falls_back_to_offline_when_wandb_is_unreachable(tmp_path, mo
     # warning and an offline run in the sweep dir, never an online init.
     import wandb
 
-    from alexnet.report.wandb_log import log_report
-
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "report"))
-    from sweeps import config_of, write_job, write_multirun
-
     from alexnet.report.analysis import analyse
     from alexnet.report.sweep import expand_grid, read_sweep
+    from alexnet.report.wandb_log import log_report
+    from sweeps import config_of, write_job, write_multirun
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from alexnet.eval import evaluate
-from alexnet.module import Classifier
 from alexnet.train import train
+from alexnet.training.module import Classifier
 from conftest import compose_config
 
 FAST = [

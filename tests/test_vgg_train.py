@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet.config.entry import build_data, build_module
 from alexnet.data.augment.vgg import VGGDenseEval, mean_rgb_from_stats
-from alexnet.entry import build_data, build_module
 from alexnet.eval import evaluate
-from alexnet.module import Classifier
 from alexnet.report import write_report
 from alexnet.train import train
+from alexnet.training.module import Classifier
 from conftest import compose_config
 
 FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false"]

@@ -22,6 +22,8 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config.validate import validate_config
 from alexnet.data.folder import DataError, index_folder
 from alexnet.data.images import (
     CONVERTED,
@@ -33,8 +35,6 @@ from alexnet.data.images import (
     kinds_of,
     open_rgb,
 )
-from alexnet.entry import CONF_DIR, one_line_errors
-from alexnet.validate import validate_config
 
 EXAMPLES = 5  # converted files listed per kind on the terminal (all of them in the json)
 

@@ -18,10 +18,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.entry import CONF_DIR, build_data, one_line_errors
-from alexnet.hardware import resolve_auto
-from alexnet.module import Classifier
-from alexnet.validate import validate_config
+from alexnet.config.entry import CONF_DIR, build_data, one_line_errors
+from alexnet.config.hardware import resolve_auto
+from alexnet.config.validate import validate_config
+from alexnet.training.module import Classifier
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.entry import CONF_DIR, one_line_errors
-from alexnet.validate import validate_config
+from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config.validate import validate_config
 
 
 def prepare(cfg: DictConfig) -> str:

@@ -16,11 +16,11 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+from alexnet.config.entry import CONF_DIR, one_line_errors
 from alexnet.data.folder import DataError, index_folder
 from alexnet.data.imagenet import HOW_TO_GET, ImageNetDataModule
 from alexnet.data.images import SKIPPED, count_kinds
 from alexnet.data.store import JpegStore, store_folder, write_store
-from alexnet.entry import CONF_DIR, one_line_errors
 
 log = logging.getLogger(__name__)
 

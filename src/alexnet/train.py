@@ -20,8 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet import runs
-from alexnet.entry import (
+from alexnet.config.entry import (
     CONF_DIR,
     USER_ERRORS,
     build_callbacks,
@@ -29,8 +28,13 @@ from alexnet.entry import (
     build_module,
     report_user_error,
 )
-from alexnet.hardware import accelerator_type, describe, resolve_auto
-from alexnet.multirun import (
+from alexnet.config.hardware import accelerator_type, describe, resolve_auto
+from alexnet.config.validate import validate_config
+from alexnet.parallel.launch import log_on_rank_zero, mark_rank_from_env, prepare_parallel
+from alexnet.training import record
+from alexnet.training.callbacks import SpeedMonitor
+from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
+from alexnet.training.multirun import (
     AUTO,
     auto_ckpt_path,
     is_done,
@@ -38,13 +42,9 @@ from alexnet.multirun import (
     run_sweep_job,
     sweep_dir_of_job,
 )
-from alexnet.parallel.launch import log_on_rank_zero, mark_rank_from_env, prepare_parallel
-from alexnet.training.callbacks import SpeedMonitor
-from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
 from alexnet.training.nonfinite import NonFiniteGuard, NonFiniteLoss
 from alexnet.training.resume import Preempted, ResumeCheckpoint
 from alexnet.training.tracking import build_loggers, finish_wandb, wandb_identity
-from alexnet.validate import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path") == AUTO:  # requeue loops: continue the run in this dir, if any
         if is_done(cfg.paths.output_dir):
             log.info("ckpt_path=auto: %s finished already; nothing to do", cfg.paths.output_dir)
-            return runs.read_results(cfg.paths.output_dir)
+            return record.read_results(cfg.paths.output_dir)
         found = auto_ckpt_path(cfg.paths.output_dir)
         cfg.ckpt_path = str(found) if found is not None else None
     validate_config(cfg, "train")  # before any data or model work
@@ -107,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise stopped(stop, cfg, trainer, datamodule, callbacks, output_dir) from None
         results = {
             "task_name": cfg.task_name,
-            "status": runs.Status.OK,
+            "status": record.Status.OK,
             "metrics": metrics,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
@@ -130,7 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def provenance(cfg: DictConfig) -> dict[str, Any]:
     device = describe(accelerator_type(cfg.trainer.get("accelerator")))
-    return runs.provenance(device, str(cfg.trainer.get("precision")))
+    return record.provenance(device, str(cfg.trainer.get("precision")))
 
 
 def train_time(callbacks) -> float | None:
@@ -162,7 +162,7 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
         output_dir,
         {
             "task_name": cfg.task_name,
-            "status": runs.Status.PREEMPTED if preempted else runs.Status.NONFINITE_LOSS,
+            "status": record.Status.PREEMPTED if preempted else record.Status.NONFINITE_LOSS,
             "error": None if preempted else str(stop),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
@@ -182,7 +182,7 @@ def stopped(stop: BaseException, cfg, trainer, datamodule, callbacks, output_dir
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
-    path = runs.write_results(output_dir, results)
+    path = record.write_results(output_dir, results)
     log.info("results written to %s", path)
     return path
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet.config.entry import build_data
 from alexnet.data.augment.batched import BatchEval, BatchTrain
 from alexnet.data.device_loader import DeviceLoader
 from alexnet.data.order import TrainOrder, batch_seed, epoch_permutation
 from alexnet.data.stats import compute_stats
-from alexnet.entry import build_data
 
 
 def _labelled_images(n=50, size=8):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet.config.entry import build_data
 from alexnet.data import DataError
 from alexnet.data.augment.batched import BatchEval, BatchTrain
 from alexnet.data.folder import index_folder, resize_shorter_and_center_crop
@@ -17,7 +18,6 @@ from alexnet.data.images import open_rgb
 from alexnet.data.order import batch_seed
 from alexnet.data.stats import imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreLoader, store_folder, write_store
-from alexnet.entry import build_data
 from alexnet.prepare_store import prepare_store
 from alexnet.train import train
 

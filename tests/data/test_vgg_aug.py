@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from alexnet.config.entry import build_data
 from alexnet.data.augment import vgg as vgg_transforms
 from alexnet.data.augment.presets import build_transforms, lighting_offset
 from alexnet.data.augment.vgg import (
@@ -23,7 +24,6 @@ from alexnet.data.augment.vgg import (
     mean_rgb_from_stats,
 )
 from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
-from alexnet.entry import build_data
 
 
 def stats_with_mean(mean_image: np.ndarray) -> DatasetStats:

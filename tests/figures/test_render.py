@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
+from alexnet.config.entry import build_data, build_module
 from alexnet.data.base import ArrayDataset, FolderDataset
-from alexnet.entry import build_data, build_module
 from alexnet.figures import kernel_grid
 from alexnet.figures.display import dataset_labels, display_images, with_transform
 from alexnet.figures.kernels import TITLE_PX
@@ -154,7 +154,7 @@ def test_class_mismatch_names_the_fix(synthetic, tmp_path):
 
 
 def build_module_with_classes(n: int):
-    from alexnet.module import Classifier
+    from alexnet.training.module import Classifier
 
     return Classifier(model={"name": "alexnet_cifar", "num_classes": n})
 

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from alexnet.models.dense import dense_posteriors
 from alexnet.models.vgg import VGGCifar
-from alexnet.module import Classifier
+from alexnet.training.module import Classifier
 
 CIFAR_A = {"name": "vgg_cifar", "config": "A", "num_classes": 10, "width": 0.25}
 

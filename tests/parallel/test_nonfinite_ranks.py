@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from dist_helpers import free_port
 from test_parallel_training import make_trainer, overrides
 
-from alexnet.entry import build_data, build_module
-from alexnet.module import Classifier
+from alexnet.config.entry import build_data, build_module
 from alexnet.parallel.launch import prepare_parallel
+from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteGuard, any_rank
+from dist_helpers import free_port
 
 BAD_STEP = 2  # not the first: with a fused SGD the first step always takes the host path
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.eval import evaluate
-from alexnet.module import Classifier
+from alexnet.training.module import Classifier
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 TWO_CPU_PROCESSES = [

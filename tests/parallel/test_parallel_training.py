@@ -22,15 +22,15 @@ import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
-from dist_helpers import free_port
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from alexnet.entry import build_data, build_module
-from alexnet.hardware import resolve_auto
-from alexnet.module import Classifier
+from alexnet.config.entry import build_data, build_module
+from alexnet.config.hardware import resolve_auto
 from alexnet.parallel.launch import prepare_parallel
 from alexnet.parallel.towers import grouped_state_dict
+from alexnet.training.module import Classifier
+from dist_helpers import free_port
 
 STEPS = 3
 GLOBAL_BATCH = 8

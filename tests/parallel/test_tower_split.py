@@ -12,9 +12,8 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from alexnet.bench.towers import comm_volume
-from alexnet.hardware import resolve_auto
+from alexnet.config.hardware import resolve_auto
 from alexnet.models import AlexNet, AlexNetCifar, AlexNetTV
-from alexnet.module import Classifier
 from alexnet.parallel.launch import (
     data_parallel_size,
     mark_rank_from_env,
@@ -29,6 +28,7 @@ from alexnet.parallel.towers import (
     grouped_state_dict,
     tower_state_dict,
 )
+from alexnet.training.module import Classifier
 from conftest import CONF_DIR
 
 

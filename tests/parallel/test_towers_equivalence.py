@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_helpers import run_ranks
 from torch.nn import functional as F
 
 from alexnet.models import build_model
 from alexnet.parallel.towers import TowerAlexNet, tower_state_dict
+from dist_helpers import run_ranks
 
 # An odd class count: fc8 is split by input, so any number of classes works.
 NETS = [("alexnet_cifar", 4, 7), ("alexnet", 2, 7)]

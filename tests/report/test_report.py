@@ -8,12 +8,12 @@ import time
 
 import matplotlib.image as mpimg
 import pytest
-from sweeps import config_of, write_curves, write_job, write_multirun
 
 from alexnet.report import main, write_report
 from alexnet.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from alexnet.report.convergence import first_reaching
 from alexnet.report.sweep import expand_grid, read_sweep
+from sweeps import config_of, write_curves, write_job, write_multirun
 
 # test top-1 error (points) per (lrn, pool) cell and seed: variance 4 in every cell, so the LRN
 # effect is -3 [-5.66, -0.34] (df 8) and the pooling effect -1 [-3.66, +1.66] (see test_stats)

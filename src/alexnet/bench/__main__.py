@@ -35,14 +35,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet import runs
 from alexnet.bench import inputs, loops
 from alexnet.bench.flops import flops_per_image, mfu, peak_flops
 from alexnet.bench.lrn import bench_lrn
 from alexnet.bench.timer import seconds_per_call
-from alexnet.entry import CONF_DIR, one_line_errors
-from alexnet.hardware import describe
+from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config.hardware import describe
 from alexnet.models import MODELS
+from alexnet.training import record
 
 log = logging.getLogger(__name__)
 SECTIONS = ("train_step", "loop", "lrn", "input", "cpu_train")
@@ -392,7 +392,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "device": describe(device.type),
         "torch": torch.__version__,
-        "provenance": runs.provenance(describe(device.type), prof["precision"]),
+        "provenance": record.provenance(describe(device.type), prof["precision"]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "profile": prof,
         "peak_tflops": (peak_flops(device) or 0) / 1e12 or None,

@@ -26,9 +26,9 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.bench.timer import seconds_per_call, sync
-from alexnet.entry import CONF_DIR, build_callbacks  # a real run's callbacks, not a copy
+from alexnet.config.entry import CONF_DIR, build_callbacks  # a real run's callbacks, not a copy
 from alexnet.models import build_model
-from alexnet.module import Classifier
+from alexnet.training.module import Classifier
 
 # The paper's SGD (section 5); its settings do not change the speed, only make the step real.
 # Fused (one kernel per step), as `optim.fused=true` in a run: it also lets the NaN guard skip a

@@ -18,9 +18,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.entry import CONF_DIR, build_data, check_ckpt_path, one_line_errors
+from alexnet.config.entry import CONF_DIR, build_data, check_ckpt_path, one_line_errors
 from alexnet.figures.render import FigureSet, RenderOptions, render_figures
-from alexnet.module import Classifier
+from alexnet.training.module import Classifier
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import torch
 from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from alexnet.module import Classifier
 from alexnet.parallel.strategy import TowerClassifier, TowerStrategy, check_tower_world
+from alexnet.training.module import Classifier
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 :class:`TowerStrategy` is ``ModelParallelStrategy`` pinned to the paper's layout (two processes,
 one tower each, no data parallelism) and to single-file checkpoints. :class:`TowerClassifier`
-is the usual :class:`~alexnet.module.Classifier` whose ``configure_model`` swaps the grouped
-net for this rank's :class:`~alexnet.parallel.towers.TowerAlexNet`, with its parameters as
+is the usual :class:`~alexnet.training.module.Classifier` whose ``configure_model`` swaps the
+grouped net for this rank's :class:`~alexnet.parallel.towers.TowerAlexNet`, with its parameters as
 DTensors whose global view is the grouped net's tensors.
 
 Checkpoints: the strategy gathers every DTensor into its full (grouped) tensor on save, so a
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from alexnet.module import Classifier, OptimizerFactory, SchedulerFactory
 from alexnet.parallel.comm import broadcast_from_first_tower
 from alexnet.parallel.towers import TOWERS, TowerAlexNet
+from alexnet.training.module import Classifier, OptimizerFactory, SchedulerFactory
 
 TOWER_MODELS = ("alexnet", "alexnet_cifar")
 # Lightning precision -> the dtype conv1 computes in, hence the dtype the batch is sent in.

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet.report.claims import SCALE
-from alexnet.runs import Status
 from alexnet.training.callbacks import format_duration
+from alexnet.training.record import Status
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 HEADER = ("claim", "paper", "ours (mean, 95% CI, n)", "verdict", "hardware", "wall time", "report")

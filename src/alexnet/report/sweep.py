@@ -4,7 +4,7 @@ The grid comes from ``<sweep>/multirun.yaml``, which Hydra writes at the start o
 multirun: the sweeper's ``params`` (the experiment file's grid) and the command line's overrides
 are expanded exactly as Hydra's basic sweeper does, giving each job's override list. Each job
 dir holds ``.hydra/overrides.yaml`` (its overrides), ``results.json`` (how it ended, see
-``alexnet.multirun``) and ``csv/metrics.csv`` (its curves). A job of the grid is:
+``alexnet.training.multirun``) and ``csv/metrics.csv`` (its curves). A job of the grid is:
 
 - ``ok``, ``failed`` or ``interrupted`` as its ``results.json`` says;
 - ``incomplete`` when its dir exists without ``results.json`` (killed with its sweep, or running);
@@ -29,8 +29,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from alexnet.figures.curves import Series, read_metrics_csv
-from alexnet.multirun import ATTEMPTS
-from alexnet.runs import RESULTS, Status
+from alexnet.training.multirun import ATTEMPTS
+from alexnet.training.record import RESULTS, Status
 
 log = logging.getLogger(__name__)
 

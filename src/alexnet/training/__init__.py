@@ -1,5 +1,11 @@
-"""The Lightning add-ons a training run attaches (built by ``alexnet.entry.build_callbacks`` and
-``alexnet.training.tracking.build_loggers``):
+"""The Lightning side of a training run.
+
+- ``module``: the LightningModule (loss, top-1/top-5 error, SGD and its schedule);
+- ``record``: ``results.json``, the record a run leaves, with its provenance;
+- ``multirun``: one job of a grid (skipped when done, resumed, never stops the grid);
+
+and the add-ons a run attaches (built by ``alexnet.config.entry.build_callbacks`` and
+``tracking.build_loggers``):
 
 - ``callbacks``: throughput, images seen, the remaining-time estimate;
 - ``resume``: ``last.ckpt`` and the best checkpoint, exact resume;

@@ -41,7 +41,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from alexnet.training.tracking import ResumableCSVLogger
 
 log = logging.getLogger(__name__)
-# Logged once per epoch, after every callback's epoch-end hook (alexnet.module).
+# Logged once per epoch, after every callback's epoch-end hook (alexnet.training.module).
 EPOCH_END_METRIC = "train/top1_err"
 
 # Lightning warns on a mid-epoch resume unless the DataLoader object itself is stateful; ours

@@ -35,7 +35,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from alexnet.multirun import (
+from alexnet.training.multirun import (
     SWEEP_DIR_ENV,
     failure,
     is_done,
@@ -44,7 +44,7 @@ from alexnet.multirun import (
     set_aside_previous_attempt,
     set_aside_record,
 )
-from alexnet.runs import Status, read_results, write_results
+from alexnet.training.record import Status, read_results, write_results
 
 log = logging.getLogger(__name__)
 

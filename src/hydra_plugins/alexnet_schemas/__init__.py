@@ -1,8 +1,8 @@
-"""The entry configs' schemas (alexnet.schema) in Hydra's ConfigStore before any composition.
+"""The entry configs' schemas (alexnet.config.schema) in Hydra's ConfigStore before any composition.
 
 Hydra imports every module under `hydra_plugins` when it first looks for plugins, which it does
 before it composes a config; this import registers `schema_train`, `schema_eval`, ... so that
 `conf/*.yaml` compose from any caller (the entry points, `hydra.compose` in a notebook, tests).
 """
 
-import alexnet.schema  # noqa: F401
+import alexnet.config.schema  # noqa: F401

@@ -18,7 +18,7 @@ from alexnet.train import train
 from alexnet.training.figure_callbacks import REPORT_PATTERNS, log_csv_tables
 from alexnet.training.tracking import sweep_dir_of, wandb_identity
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Tiny synthetic data and two one-batch epochs: the network and its checkpoints are real.
 TINY = [
     "data=synthetic",
@@ -304,7 +304,7 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
 
 def test_the_figures_block_matches_the_renderer_and_the_schema():
     # one block (conf/figures/default.yaml) read by training and by python -m alexnet.figures
-    from alexnet.schema import Figures
+    from alexnet.config.schema import Figures
 
     block = yaml.safe_load((REPO / "conf" / "figures" / "default.yaml").read_text())
     defaults = RenderOptions()

@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.runs import RESULTS, Status, read_results, write_results
+from alexnet.training.record import RESULTS, Status, read_results, write_results
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from alexnet.validate import ConfigError, validate_config
+from alexnet.config.validate import ConfigError, validate_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYNTH = ["data=synthetic", "trainer.accelerator=cpu"]
 IMAGENET_LIKE = [
     "data=synthetic",
@@ -215,7 +215,7 @@ def test_hydra_refuses_unknown_choices_and_keys(cfg_factory):
         cfg_factory(["data=imagenett"])
     with pytest.raises(ConfigCompositionException, match="Could not override 'data.batchsize'"):
         cfg_factory(["data.batchsize=3"])
-    # the entry configs' schemas (alexnet.schema) type their own keys
+    # the entry configs' schemas (alexnet.config.schema) type their own keys
     for override in ("seed=one", "test=maybe", "figures.examples=many", "tags=5"):
         with pytest.raises(ConfigCompositionException, match=f"Error merging override {override}"):
             cfg_factory([override])
@@ -257,7 +257,7 @@ def test_cli_unwritable_log_dir_is_one_line(tmp_path):
 def test_callbacks_are_target_nodes_with_every_option_of_their_class(cfg_factory, tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
-    from alexnet.entry import build_callbacks
+    from alexnet.config.entry import build_callbacks
     from alexnet.training.nonfinite import NonFiniteGuard
     from alexnet.training.resume import BestCheckpoint, ResumeCheckpoint
 

@@ -98,7 +98,7 @@ def versions() -> dict[str, str | None]:
 
 
 def provenance(device: str, precision: str) -> dict[str, Any]:
-    """Where a result came from; `device` as `alexnet.hardware.describe` words it."""
+    """Where a result came from; `device` as `alexnet.config.hardware.describe` words it."""
     return {**git_state(), "versions": versions(), "device": device, "precision": precision}
 
 

@@ -7,8 +7,8 @@ recipe that does not pin them) are resolved here, before anything is built:
 - precision `auto` is `bf16-mixed` where the device computes bf16 natively -- a CUDA GPU that
   supports it, or a CPU with AVX512-BF16 or AMX (oneDNN's check) -- and `32-true` elsewhere.
   Measured on a 2-core AMD EPYC (docs/speed.md, `make bench`): bf16 autocast with channels_last
-  trains the four-layer net and AlexNet-CIFAR about 2x faster than fp32; `tests/test_precision.py`
-  checks that bf16 training follows the fp32 loss curve.
+  trains the four-layer net and AlexNet-CIFAR about 2x faster than fp32;
+  `tests/config/test_precision.py` checks that bf16 training follows the fp32 loss curve.
 - `channels_last: auto` is true when the precision is a bf16 one (the layout oneDNN and cuDNN
   run bf16 convolutions in) and false otherwise.
 

@@ -1,10 +1,10 @@
 """Exact resume: a run stopped anywhere (crash, SIGKILL, SIGTERM) and resumed from last.ckpt ends
 with bit-identical weights to one that never stopped (CPU, deterministic mode).
 
-The setup (tests/tiny_run.py) is small but exercises everything that has to be restored: shuffled
-order, random crops, flips and PCA lighting, dropout, momentum, and a plateau schedule with
-patience 0 that divides the learning rate at epoch ends (one of them in the epoch a run is
-resumed in).
+The setup (tests/helpers/tiny_run.py) is small but exercises everything that has to be
+restored: shuffled order, random crops, flips and PCA lighting, dropout, momentum, and a plateau
+schedule with patience 0 that divides the learning rate at epoch ends (one of them in the epoch a
+run is resumed in).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import pytest
 import torch
 
 import alexnet.train as train_module
+from alexnet.config.entry import build_data
 from alexnet.data.device_loader import DeviceLoader
-from alexnet.entry import build_data
 from alexnet.train import train
 from conftest import compose_config
 from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EVERY = 4
 STEPS = PER_EPOCH * EPOCHS
 # The same 30 steps as a step-limited run (Lightning resumes those differently at epoch ends).
@@ -232,7 +232,7 @@ def test_sigterm_saves_exits_143_and_resumes_bit_identical(reference, tmp_path):
 
 
 # ---- csv/metrics.csv follows the checkpoint when a run resumes in its own directory ----------
-# (what an ablation grid's interrupted cell does: alexnet.multirun.resume_point)
+# (what an ablation grid's interrupted cell does: alexnet.training.multirun.resume_point)
 CSV = ["logger=csv", "trainer.log_every_n_steps=1"]  # a row every step: some after the checkpoint
 TIMING = "train/img_per_s"  # a measurement of the machine, not of training
 

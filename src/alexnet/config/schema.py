@@ -9,11 +9,12 @@ whenever Hydra composes.
 
 A group (`data`, `model`, `optim`, ...) is typed `Any` here: its owner checks it. Hydra-built
 nodes (`optim`, `sched`, `trainer`, each `callbacks.<name>`) are checked against the signature
-of their `_target_`, and `model`/`data`/`aug` by the constructors they reach (`alexnet.validate`).
+of their `_target_`, and `model`/`data`/`aug` by the constructors they reach
+(`alexnet.config.validate`).
 
 Hydra's `+key=value` adds a key even to a schema'd config, so a typo such as `+optimizer.lr=0.1`
 (for `optim.lr`) would be carried along and ignored; `unknown_key` finds such keys by comparing
-the composed config with these declarations, and `alexnet.validate` refuses them.
+the composed config with these declarations, and `alexnet.config.validate` refuses them.
 """
 
 import difflib

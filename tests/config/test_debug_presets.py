@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from alexnet.config.validate import validate_config
 from alexnet.train import train
-from alexnet.validate import validate_config
 from conftest import compose_config
 
 TINY = [

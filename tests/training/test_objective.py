@@ -7,7 +7,7 @@ import json
 import math
 
 import alexnet.train as train_module
-from alexnet.multirun import objective
+from alexnet.training.multirun import objective
 from conftest import compose_config
 from tiny_run import TINY, one_thread  # noqa: F401
 

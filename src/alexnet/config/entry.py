@@ -16,14 +16,14 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.config.hardware import resolve_auto
 from alexnet.data import DataError
-from alexnet.hardware import resolve_auto
-from alexnet.module import Classifier
 from alexnet.parallel.launch import module_class
 from alexnet.training.checkpoints import init_from_checkpoint
+from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteLoss
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:

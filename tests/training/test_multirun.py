@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from alexnet.multirun import (
+from alexnet.report import main as report_main
+from alexnet.training.multirun import (
     ATTEMPTS,
     is_done,
     read_results,
@@ -22,7 +23,6 @@ from alexnet.multirun import (
     run_sweep_job,
     set_aside_previous_attempt,
 )
-from alexnet.report import main as report_main
 from hydra_plugins.alexnet_launcher.subprocess_launcher import (
     MAX_SUBDIR,
     describe_exit,
@@ -31,7 +31,7 @@ from hydra_plugins.alexnet_launcher.subprocess_launcher import (
     varying_keys,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "helpers"
 
 
@@ -203,7 +203,7 @@ TINY = [
     "callbacks.progress_bar=false",
     "callbacks.checkpoint=null",
     # No figure pass at each job's end (~3 s a job): nothing here looks at it, and a figure that
-    # fails never fails a run (tests/test_dashboard.py).
+    # fails never fails a run (tests/training/test_dashboard.py).
     "figures.enabled=false",
 ]
 

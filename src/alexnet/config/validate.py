@@ -33,12 +33,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from alexnet.schema import SCHEMAS, unknown_key
+from alexnet.config.schema import SCHEMAS, unknown_key
 from alexnet.training.checkpoints import CheckpointError, check_checkpoint
 
 MISSING = object()
 STAGES = ("train", "eval", "data")
-# What alexnet.module logs (and so what a checkpoint or scheduler can monitor).
+# What alexnet.training.module logs (and so what a checkpoint or scheduler can monitor).
 METRICS = {
     f"{stage}/{name}" for stage in ("train", "val") for name in ("loss", "top1_err", "top5_err")
 } | {"train/lr", "train/img_per_s"}
@@ -59,7 +59,7 @@ PRECISIONS = {
     32,
     64,
     "auto",
-}  # auto: alexnet.hardware
+}  # auto: alexnet.config.hardware
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -206,7 +206,7 @@ class _Checks:
 
     # -- sections --------------------------------------------------------------------------
     def top_level(self) -> None:
-        # Types and choices Hydra checked at composition (alexnet.schema); a key added with
+        # Types and choices Hydra checked at composition (alexnet.config.schema); a key added with
         # `+key=value` got past it and would be ignored.
         problem = unknown_key(self.c, SCHEMAS["eval" if self.stage == "eval" else "train"])
         if problem:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import alexnet.train as train_module
-from alexnet.module import Classifier
 from alexnet.train import train
+from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteLoss
 from conftest import compose_config
 from tiny_run import TINY, one_thread  # noqa: F401

@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from alexnet.config.hardware import resolve_auto
 from alexnet.data.synthetic import make_images
-from alexnet.hardware import resolve_auto
 from alexnet.models import build_model
 from conftest import compose_config
 
@@ -61,7 +61,7 @@ def test_bf16_autocast_follows_the_fp32_loss_curve():
 
 
 def test_auto_precision_resolves_to_what_the_machine_runs(monkeypatch, tmp_path):
-    import alexnet.hardware as hardware
+    import alexnet.config.hardware as hardware
 
     cfg = compose_config("train", ["trainer.accelerator=cpu"], tmp_path)
     assert cfg.trainer.precision == "auto" and cfg.channels_last == "auto"
