@@ -56,7 +56,11 @@ def test_grids(experiment, params, model):
 
 def test_relu_vs_tanh_has_no_regularisation():
     _, cfg = sweeper_params("relu_vs_tanh")
-    assert cfg.optim.weight_decay == 0 and cfg.model.lrn is False and cfg.aug.name == "none"
+    assert (
+        cfg.optim.weight_decay == 0
+        and cfg.model.lrn is False
+        and cfg.aug._target_.endswith(".PlainAug")
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from alexnet.data import ImageNetDataModule
+from alexnet.data.augment.presets import PaperAug
 from alexnet.data.base import FolderDataset
 from alexnet.data.folder import index_folder
 from alexnet.data.images import BadImage, decode_all, flags_ok, kinds_of, open_rgb
@@ -185,7 +186,7 @@ def test_imagenet_module_reports_bad_images(tmp_path):
         num_classes=1,
         batch_size=2,
         num_workers=0,
-        aug={"name": "paper", "crop": 224, "lighting": 0.1},
+        aug=PaperAug(crop=224, lighting=0.1),
     )
     dm.setup("fit")
     for _ in dm.train_dataloader():

@@ -18,10 +18,10 @@ from alexnet.data.augment.batched import (
 from alexnet.data.augment.presets import (
     CifarTrain,
     NoAug,
+    PaperAug,
     PaperEval,
     PaperTrain,
     TenCrop,
-    build_transforms,
     to_chw_tensor,
 )
 from alexnet.data.stats import compute_stats
@@ -117,8 +117,8 @@ def test_no_flip_no_lighting_draws_nothing_random_there():
 
 def test_batched_twins_follow_the_aug_config():
     stats = compute_stats(_images(4, 40))
-    aug = {"name": "paper", "crop": 32, "flip": False, "lighting": 0.05, "eval": "ten_crop"}
-    train, test = (batch_transform_of(p) for p in build_transforms(aug, stats))
+    aug = PaperAug(crop=32, flip=False, lighting=0.05, eval="ten_crop")
+    train, test = (batch_transform_of(p) for p in aug.presets(stats))
     assert (train.crop, train.flip, train.lighting) == (32, False, 0.05)
     assert (test.mode, test.crop) == ("ten_crop", 32)
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from alexnet.data import CIFAR10DataModule, DataError, ImageNetDataModule, SyntheticDataModule
+from alexnet.data.augment.presets import CifarAug, PaperAug, PlainAug
 from alexnet.prepare import prepare
 
-CIFAR_AUG = {"name": "cifar", "pad": 4, "crop": 32, "flip": True, "lighting": 0.0}
+CIFAR_AUG = CifarAug(pad=4, crop=32, flip=True, lighting=0.0)
 
 
 def write_python_batches(folder, n_per_batch: int = 20, seed: int = 0):
@@ -105,7 +106,7 @@ def test_imagenet_tree_decodes_odd_images_to_256(imagenet_folder):
         num_classes=3,
         batch_size=2,
         num_workers=0,
-        aug={"name": "paper", "crop": 224, "eval": "ten_crop"},
+        aug=PaperAug(crop=224, eval="ten_crop"),
     )
     dm.setup("fit")
     names = [p.name for p in dm.train_set.index.paths]
@@ -140,7 +141,7 @@ def test_prepare_computes_and_caches_stats(cfg_factory, imagenet_folder):
 
 
 def test_synthetic_data_is_learnable_and_deterministic():
-    dm = SyntheticDataModule(num_classes=4, image_size=16, train_size=64, aug={"name": "none"})
+    dm = SyntheticDataModule(num_classes=4, image_size=16, train_size=64, aug=PlainAug())
     dm.setup("fit")
     images, labels = dm.arrays("train")
     again, _ = SyntheticDataModule(num_classes=4, image_size=16, train_size=64).arrays("train")

@@ -14,6 +14,7 @@ import pytest
 
 from alexnet.data import CIFAR10DataModule, DataError
 from alexnet.data import download as dl
+from alexnet.data.augment.presets import PlainAug
 
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"  # cifar-10-python.tar.gz, as torchvision has it
 
@@ -150,9 +151,7 @@ def test_archive_escaping_its_folder_is_refused(tmp_path, monkeypatch):
 def test_corrupt_batches_on_disk_are_named_before_anything_is_unpickled(tmp_path, monkeypatch):
     archive, md5s = fake_cifar()
     official_like(monkeypatch, archive, md5s)
-    dm = CIFAR10DataModule(
-        root=tmp_path, download=True, num_classes=4, val_size=2, aug={"name": "none"}
-    )
+    dm = CIFAR10DataModule(root=tmp_path, download=True, num_classes=4, val_size=2, aug=PlainAug())
     dm.prepare_data()
     batch = tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(batch.read_bytes()[:-10])

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import albumentations as A
+import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from alexnet.data.augment.presets import (
+    Augmentation,
+    CifarAug,
     CifarTrain,
     NoAug,
+    PaperAug,
     PaperEval,
     PaperTrain,
     PCALighting,
+    PlainAug,
     TenCrop,
-    build_transforms,
     lighting_offset,
 )
 from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
@@ -244,44 +247,41 @@ def test_workers_draw_differently_and_epochs_differ(persistent):
     torch.testing.assert_close(_epoch(loader), first, rtol=0, atol=0)
 
 
-# -- build_transforms ------------------------------------------------------------------------
+# -- the aug group's choices ------------------------------------------------------------------
 
 
-def test_build_transforms_presets():
+def test_aug_choices_build_their_presets():
     stats = zero_mean_stats(256)
-    train, ev = build_transforms(
-        {"name": "paper", "crop": 224, "flip": True, "lighting": 0.1, "eval": "center"}, stats
-    )
+    train, ev = PaperAug(crop=224, flip=True, lighting=0.1, eval="center").presets(stats)
     assert isinstance(train, PaperTrain) and isinstance(ev, PaperEval)
     assert (train.crop, train.flip, train.lighting, ev.crop) == (224, True, 0.1, 224)
-    train, ev = build_transforms(
-        OmegaConf.create({"name": "paper", "crop": 200, "eval": "ten_crop"}), stats, seed=5
-    )
+    train, ev = PaperAug(crop=200, eval="ten_crop").presets(stats, seed=5)
     assert isinstance(ev, TenCrop) and ev.crop == 200 and train.seed == 5
-    train, ev = build_transforms(
-        {"name": "cifar", "pad": 4, "crop": 32, "flip": True, "lighting": 0.0}, zero_mean_stats(32)
-    )
+    train, ev = CifarAug(pad=4, crop=32, flip=True, lighting=0.0).presets(zero_mean_stats(32))
     assert isinstance(train, CifarTrain) and type(ev) is NoAug and train.pad == 4
-    train, ev = build_transforms({"name": "none"}, stats)
+    train, ev = PlainAug().presets(stats)
     assert type(train) is NoAug and type(ev) is NoAug
-    train, ev = build_transforms({"name": "none", "crop": 224}, stats)
+    train, ev = PlainAug(crop=224).presets(stats)
     assert train(coord_image(256)).shape == ev(coord_image(256)).shape == (3, 224, 224)
+    assert PaperAug(eval="ten_crop").centre_eval() == PaperAug()
 
 
-def test_build_transforms_errors():
+@pytest.mark.parametrize("choice", ["paper", "cifar", "none", "vgg", "vgg_cifar"])
+def test_every_aug_config_instantiates_its_choice(cfg_factory, choice):
+    aug = hydra.utils.instantiate(cfg_factory([f"aug={choice}"]).aug, _convert_="all")
+    assert isinstance(aug, Augmentation) and aug.name == choice.split("_")[0]
+
+
+def test_aug_errors_name_the_key():
     stats = zero_mean_stats(256)
-    with pytest.raises(
-        ValueError, match=r"aug.name='inception' is unknown; choose paper, cifar, none or vgg"
-    ):
-        build_transforms({"name": "inception"}, stats)
-    with pytest.raises(ValueError, match="aug.eval='five_crop' is unknown"):
-        build_transforms({"name": "paper", "eval": "five_crop"}, stats)
-    with pytest.raises(ValueError, match=r"\['scale'\].*PaperTrain"):
-        build_transforms({"name": "paper", "scale": 0.5}, stats)
-    train, ev = build_transforms({"name": "paper", "crop": 300}, stats)
+    with pytest.raises(ValueError, match="aug.eval='five_crop' is unknown for aug=paper"):
+        PaperAug(eval="five_crop")
+    with pytest.raises(TypeError, match="scale"):
+        PaperAug(scale=0.5)
+    train, ev = PaperAug(crop=300).presets(stats)
     for t in (train, ev):
         with pytest.raises(ValueError, match=r"crop=300 is larger than the image \(256x256\)"):
             t(coord_image(256))
-    train, _ = build_transforms({"name": "cifar", "pad": 4, "crop": 48}, zero_mean_stats(32))
+    train, _ = CifarAug(pad=4, crop=48).presets(zero_mean_stats(32))
     with pytest.raises(ValueError, match=r"crop=48 .*\(40x40 after padding by 4\)"):
         train(coord_image(32))

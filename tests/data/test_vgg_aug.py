@@ -1,24 +1,24 @@
-"""`aug=vgg` / `aug=vgg_cifar` wired into `build_transforms`: scale jitter from the config, the mean
+"""`aug=vgg` / `aug=vgg_cifar` built by `VGGAug`: scale jitter from the config, the mean
 RGB from the dataset statistics, the three test-time presets, and ImageNet's original images."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from alexnet.config.entry import build_data
 from alexnet.data.augment import vgg as vgg_transforms
-from alexnet.data.augment.presets import build_transforms, lighting_offset
+from alexnet.data.augment.presets import lighting_offset
 from alexnet.data.augment.vgg import (
+    VGGAug,
     VGGCenterEval,
     VGGDenseEval,
     VGGMultiCrop,
     VGGTrain,
-    build_vgg_transforms,
     default_eval_scale,
     dense_collate,
     mean_rgb_from_stats,
@@ -38,24 +38,17 @@ def noise(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def aug_of(cfg_factory, *overrides: str) -> dict:
-    cfg = cfg_factory(list(overrides))
-    return OmegaConf.to_container(cfg.aug, resolve=True)
+def aug_of(cfg_factory, *overrides: str) -> VGGAug:
+    return hydra.utils.instantiate(cfg_factory(list(overrides)).aug, _convert_="all")
 
 
 # -- the config group -------------------------------------------------------------------------
 def test_aug_vgg_config_builds_jitter_and_dense_eval(cfg_factory):
     aug = aug_of(cfg_factory, "aug=vgg")
-    assert aug == {
-        "name": "vgg",
-        "scale": [256, 512],
-        "crop": 224,
-        "flip": True,
-        "lighting": 0.1,
-        "eval": "dense",
-        "eval_scale": None,
-    }
-    train, test = build_transforms(aug, flat_stats())
+    assert aug == VGGAug(
+        scale=(256, 512), crop=224, flip=True, lighting=0.1, eval="dense", eval_scale=None
+    )
+    train, test = aug.presets(flat_stats())
     assert isinstance(train, VGGTrain) and isinstance(test, VGGDenseEval)
     assert (train.rescale.scale_min, train.rescale.scale_max) == (256, 512)
     assert train.crop == 224 and train.lighting == 0.1 and train.eigval is not None
@@ -64,7 +57,7 @@ def test_aug_vgg_config_builds_jitter_and_dense_eval(cfg_factory):
 
 def test_aug_vgg_cifar_config_is_fixed_scale(cfg_factory):
     aug = aug_of(cfg_factory, "aug=vgg_cifar")
-    train, test = build_transforms(aug, flat_stats())
+    train, test = aug.presets(flat_stats())
     assert (train.rescale.scale_min, train.rescale.scale_max) == (36, 36)
     assert train.crop == 32 and train.eigval is None  # lighting off
     assert test.scales == [36]  # Q = S
@@ -81,12 +74,12 @@ def test_aug_vgg_cifar_config_is_fixed_scale(cfg_factory):
     ],
 )
 def test_scale_override_from_command_line(cfg_factory, override, expected):
-    train, _ = build_transforms(aug_of(cfg_factory, "aug=vgg", override), flat_stats())
+    train, _ = aug_of(cfg_factory, "aug=vgg", override).presets(flat_stats())
     assert (train.rescale.scale_min, train.rescale.scale_max) == expected
 
 
 def test_scale_jitter_from_config_stays_in_range(cfg_factory):
-    train, _ = build_transforms(aug_of(cfg_factory, "aug=vgg", "aug.lighting=0"), flat_stats())
+    train, _ = aug_of(cfg_factory, "aug=vgg", "aug.lighting=0").presets(flat_stats())
     torch.manual_seed(0)
     img = noise(120, 160)  # 3:4, upscaled by every S
     sides = []
@@ -114,8 +107,7 @@ def test_mean_rgb_is_mean_of_the_mean_image():
     stats = stats_with_mean(mean_image)
     assert mean_rgb_from_stats(stats) == pytest.approx((35.0, 50.0, 7.0))
     # a constant image minus the mean colour, whatever crop, flip and scale were drawn
-    aug = {"name": "vgg", "scale": [40, 60], "crop": 32, "lighting": 0.0}
-    train, test = build_vgg_transforms(aug, stats)
+    train, test = VGGAug(scale=[40, 60], crop=32, lighting=0.0).presets(stats)
     flat = np.full((40, 50, 3), (200, 100, 50), dtype=np.uint8)
     expected = torch.tensor([165.0, 50.0, 43.0]).view(3, 1, 1)
     torch.testing.assert_close(train(flat), expected.expand(3, 32, 32))
@@ -125,9 +117,7 @@ def test_mean_rgb_is_mean_of_the_mean_image():
 def test_lighting_is_alexnets_pca_offset():
     # Same statistics file, same colour shift as AlexNet's PCALighting for the same alphas.
     stats = flat_stats((10.0, 20.0, 30.0))
-    train, _ = build_vgg_transforms(
-        {"name": "vgg", "scale": 40, "crop": 32, "flip": False, "lighting": 0.1, "seed": 5}, stats
-    )
+    train, _ = VGGAug(scale=40, crop=32, flip=False, lighting=0.1).presets(stats, seed=5)
     out = train(np.full((40, 40, 3), 100, dtype=np.uint8))
     g = torch.Generator().manual_seed(5)
     torch.randint(0, 9, (1,), generator=g), torch.randint(0, 9, (1,), generator=g)  # crop corner
@@ -185,8 +175,8 @@ def test_dense_collate_keeps_sizes():
 @pytest.mark.parametrize(
     "aug, match",
     [
-        ({"scale": 256, "pad": 4}, r"\['pad'\].*aug.name=vgg"),
-        ({"scale": 256, "eval": "ten_crop"}, "aug.eval='ten_crop' is unknown for aug.name=vgg"),
+        ({"scale": 256, "pad": 4}, "pad"),
+        ({"scale": 256, "eval": "ten_crop"}, "aug.eval='ten_crop' is unknown for aug=vgg"),
         ({"scale": 256, "lighting": -1}, "lighting"),
         ({"scale": 200}, "crop=224 is larger than the smallest scale"),
         ({"scale": 256, "eval": "center", "eval_scale": 200}, "crop=224 is larger"),
@@ -194,8 +184,8 @@ def test_dense_collate_keeps_sizes():
     ],
 )
 def test_bad_aug_raises_clearly(aug, match):
-    with pytest.raises(ValueError, match=match):
-        build_vgg_transforms({"name": "vgg", **aug}, flat_stats())
+    with pytest.raises((TypeError, ValueError), match=match):
+        VGGAug(**aug).presets(flat_stats())
 
 
 def test_seeded_train_preset_differs_per_worker(monkeypatch):

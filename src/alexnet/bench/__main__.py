@@ -287,7 +287,7 @@ def run_input(cfg, device, prof) -> list[dict]:
         prof["cifar_batch_size"],
         prof["cifar_images"],
         list(prof["workers"]),
-        OmegaConf.to_container(spec.cifar_aug),
+        hydra.utils.instantiate(spec.cifar_aug),
         batches=None,
     )
     batch = prof["imagenet_batch_size"]
@@ -305,7 +305,7 @@ def run_input(cfg, device, prof) -> list[dict]:
             batch,
             list(prof["workers"]),
             prof["input_batches"],
-            OmegaConf.to_container(spec.imagenet_aug),
+            hydra.utils.instantiate(spec.imagenet_aug),
             threads=spec.store_threads,
         )
     for row in rows:

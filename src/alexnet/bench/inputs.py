@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from alexnet.bench.timer import sync
 from alexnet.data.augment.batched import batch_transform_of
-from alexnet.data.augment.presets import build_transforms
+from alexnet.data.augment.presets import Augmentation
 from alexnet.data.base import ArrayDataset, FolderDataset
 from alexnet.data.device_loader import DeviceLoader
 from alexnet.data.folder import index_folder
@@ -70,13 +70,13 @@ def bench_cifar(
     batch_size: int,
     images: int,
     workers: list[int],
-    aug: dict,
+    aug: Augmentation,
     batches: int | None = None,
 ) -> list[dict]:
     """Rows for the CIFAR-10 pipelines on `images` synthetic 32x32 images (one epoch each
     unless `batches` is given)."""
     pixels, labels = make_images(images, 32, 10, seed=0)
-    train_tf, _ = build_transforms(aug, compute_stats(pixels), seed=0)
+    train_tf, _ = aug.presets(compute_stats(pixels), seed=0)
     count = batches or images // batch_size - 1
     rows = []
     for w in workers:
@@ -132,12 +132,12 @@ def bench_imagenet(
     batch_size: int,
     workers: list[int],
     batches: int,
-    aug: dict,
+    aug: Augmentation,
     threads: int,
 ) -> list[dict]:
     """Rows for the ImageNet pipelines over `root/imagenet/train` and its store."""
     stats = imagenet_default_stats(256)
-    train_tf, _ = build_transforms(aug, stats, seed=0)
+    train_tf, _ = aug.presets(stats, seed=0)
     index = index_folder(root / "imagenet" / "train", "")
     store = JpegStore(store_folder(root / "imagenet"), "train")
     count = min(batches, len(store) // batch_size - 1)

@@ -28,8 +28,9 @@ CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate the data module and read the data now, before any model is built."""
-    aug = OmegaConf.to_container(cfg.aug, resolve=True) if "aug" in cfg else None
-    datamodule = hydra.utils.instantiate(cfg.data, aug=aug)
+    aug = hydra.utils.instantiate(cfg.aug, _convert_="all") if cfg.get("aug") else None
+    # Through a partial: an object passed to `instantiate` itself would become a DictConfig.
+    datamodule = hydra.utils.instantiate(cfg.data, _partial_=True)(aug=aug)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -347,26 +347,32 @@ class _Checks:
 
     def aug_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """(train or eval, CHW shape) the presets make of an image of the data's size."""
-        from alexnet.data.augment.presets import build_transforms
         from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DatasetStats
 
-        aug = self.get("aug", None)
+        if self.get("aug", None) is None:
+            return []
+        cls = self.kwargs_of("aug")
+        spec = {k: v for k, v in self.get("aug").items() if not k.startswith("_")}
+        try:
+            aug = cls(**spec)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(_prefixed("aug", err)) from None
         size = getattr(self.datamodule, "image_size", None)
-        if aug is None or size is None:
+        if size is None:
             return []
         stats = DatasetStats(
             np.zeros((size, size, 3), np.float32), IMAGENET_EIGVAL, IMAGENET_EIGVEC, 0
         )
         blank = np.zeros((size, size, 3), np.uint8)
         try:
-            train, evaluate = build_transforms(aug, stats)
+            train, evaluate = aug.presets(stats)
             shapes = [("train", _shape(train(blank))), ("eval", _shape(evaluate(blank)))]
         except (TypeError, ValueError) as err:
             raise ConfigError(_prefixed("aug", err)) from None
-        self.batched_twins(train, evaluate)
+        self.batched_twins(aug.name, train, evaluate)
         return [(what, shape[-3:]) for what, shape in shapes]
 
-    def batched_twins(self, *presets: Any) -> None:
+    def batched_twins(self, name: str, *presets: Any) -> None:
         """The fast loaders augment whole batches on the device: each preset needs a twin."""
         fast = [k for k in ("data.gpu_resident", "data.store") if self.get(k, False) is True]
         if not fast:
@@ -379,7 +385,7 @@ class _Checks:
             except TypeError:
                 mode = self.get("aug.eval", None)
                 raise ConfigError(
-                    f"aug={self.get('aug.name', None)}"
+                    f"aug={name}"
                     + (f" (aug.eval={mode})" if mode else "")
                     + f" has no batched version, which {fast[0]}=true needs (it augments whole "
                     f"batches on the device); use {fast[0]}=false, or aug=paper, cifar or none"

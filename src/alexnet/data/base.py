@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.data.augment.presets import build_transforms
+from alexnet.data.augment.presets import Augmentation, PlainAug
 from alexnet.data.folder import DataError, FolderIndex, resize_shorter_and_center_crop
 from alexnet.data.images import MAX_PIXELS, BadImage, ImageRecord, open_rgb
 from alexnet.data.order import KeyedItems, TrainOrder, order_state, train_order, worker_init
@@ -117,7 +117,7 @@ class ClassificationDataModule(L.LightningDataModule):
         num_classes: int,
         batch_size: int = 128,
         num_workers: int = 2,
-        aug: Mapping[str, Any] | None = None,
+        aug: Augmentation | None = None,
         pin_memory: bool = True,
         eval_batch_size: int | None = None,
         gpu_resident: bool = False,
@@ -127,7 +127,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.num_classes = num_classes
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
-        self.aug = dict(aug or {"name": "none"})
+        self.aug = aug if aug is not None else PlainAug()
         self.pin_memory = pin_memory
         # All uint8 images on the model's device, augmented there (alexnet.data.device_loader).
         self.gpu_resident = gpu_resident
@@ -167,10 +167,10 @@ class ClassificationDataModule(L.LightningDataModule):
         """(train, val, test) transforms. Ten-crop, multi-crop and dense testing apply to the test
         set only: the validation error that drives the plateau schedule uses the centre crop,
         many times cheaper."""
-        train, test = build_transforms(self.aug, self.stats())
+        train, test = self.aug.presets(self.stats())
         val = test
-        if self.aug.get("eval", "center") != "center":
-            val = build_transforms({**self.aug, "eval": "center"}, self.stats())[1]
+        if self.aug.eval != "center":
+            val = self.aug.centre_eval().presets(self.stats())[1]
         return train, val, test
 
     def check_classes(self, found: int) -> None:

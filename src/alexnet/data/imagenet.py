@@ -153,11 +153,11 @@ class ImageNetDataModule(ClassificationDataModule):
         return start_where(loader, order)
 
     def _check_image_size(self) -> None:
-        vgg = self.aug.get("name") == "vgg"
+        vgg = self.aug.name == "vgg"
         if self.image_size is None and not vgg:
             raise ValueError(
                 f"data.image_size=null keeps the original image sizes, which only aug=vgg "
-                f"rescales itself; use data.image_size=256 with aug={self.aug.get('name')}"
+                f"rescales itself; use data.image_size=256 with aug={self.aug.name}"
             )
         if self.image_size is not None and vgg:
             log.warning(

@@ -12,7 +12,8 @@ Read top to bottom like the paper:
    ten patches: four corners, the centre, and their reflections (`TenCrop`).
 
 CIFAR-10 gets the usual pad-and-crop recipe (`CifarTrain`); `NoAug` only subtracts the mean.
-`build_transforms` turns the `aug` config group into a (train, eval) pair of presets.
+`PaperAug`, `CifarAug` and `PlainAug` are the `aug` config group's choices: each builds a (train,
+eval) pair of presets.
 
 Values stay in raw pixel units (0..255 minus the mean image, float32): the paper trains "on the
 (centered) raw RGB values", and its N(0, 0.01) init and LRN constants assume that scale.
@@ -36,8 +37,9 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import albumentations as A
 import cv2
@@ -45,7 +47,6 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from alexnet.data.augment.vgg import build_vgg_transforms
 from alexnet.data.stats import (
     DatasetStats,
     lighting_offset,  # noqa: F401 (used below, and re-exported)
@@ -277,7 +278,7 @@ class CifarTrain(Preset):
 class NoAug(Preset):
     """Mean image -> (optionally) the centre `crop` x `crop` patch -> tensor; nothing random.
 
-    The eval transform for CIFAR and everything under `aug.name=none`. With `crop` set, an
+    The eval transform for CIFAR and everything under `aug=none`. With `crop` set, an
     ImageNet run without augmentation trains on centre patches of the network's input size.
     """
 
@@ -289,53 +290,76 @@ class NoAug(Preset):
 
 
 # --------------------------------------------------------------------------------------------
-# From the `aug` config group to a (train, eval) pair
+# The `aug` config group: which presets a run trains and evaluates with
 # --------------------------------------------------------------------------------------------
 
 
-def _make(cls: type[Preset], stats: DatasetStats, kwargs: Mapping[str, Any]) -> Preset:
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "stats"}
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ValueError(
-            f"aug has key(s) {unknown} that {cls.__name__} does not take; "
-            f"it takes {sorted(accepted)}"
-        )
-    return cls(stats, **kwargs)
+@dataclass(frozen=True)
+class Augmentation:
+    """One choice of the `aug` group (conf/aug/*.yaml names a subclass as its `_target_`).
 
-
-def build_transforms(
-    aug: Mapping[str, Any], stats: DatasetStats, seed: int | None = None
-) -> tuple[Preset, Preset]:
-    """(train_transform, eval_transform) for an `aug` mapping (a dict or Hydra DictConfig).
-
-    - `{"name": "paper", "crop": 224, "flip": True, "lighting": 0.1, "eval": "center"}`:
-      `PaperTrain` and `PaperEval` (`eval: "ten_crop"` gives `TenCrop`, same crop);
-    - `{"name": "cifar", "pad": 4, "crop": 32, "flip": True, "lighting": 0.0}`: `CifarTrain`
-      and `NoAug`;
-    - `{"name": "none"}` (optionally `crop`): `NoAug` for both;
-    - `{"name": "vgg", "scale": [256, 512], "eval": "dense", ...}`: VGG's scale-jitter presets,
-      see `alexnet.data.augment.vgg.build_vgg_transforms`.
-
-    Other keys go to the train preset's keyword arguments (an unknown one raises ValueError);
-    `seed` (argument or key, the argument wins) seeds the train preset's `A.Compose`.
+    Its fields are the group's keys, so Hydra and the constructor refuse an unknown key; `name`
+    is the group choice that selects it (for messages). `presets` builds the (train, eval)
+    pair for a dataset's statistics; `eval` picks the test-time preset, and validation always
+    uses `centre_eval()` (many times cheaper; the plateau schedule only needs a ranking).
     """
-    kwargs = dict(aug)
-    name = kwargs.pop("name", None)
-    if seed is not None:
-        kwargs["seed"] = seed
-    if name == "paper":
-        eval_mode = kwargs.pop("eval", "center")
-        eval_cls = {"center": PaperEval, "ten_crop": TenCrop}.get(eval_mode)
-        if eval_cls is None:
-            raise ValueError(f"aug.eval={eval_mode!r} is unknown; choose center or ten_crop")
-        train = _make(PaperTrain, stats, kwargs)
-        return train, eval_cls(stats, crop=train.crop)
-    if name == "cifar":
-        return _make(CifarTrain, stats, kwargs), NoAug(stats)
-    if name == "none":
-        train = _make(NoAug, stats, kwargs)
-        return train, NoAug(stats, crop=train.crop)
-    if name == "vgg":
-        return build_vgg_transforms(kwargs, stats)
-    raise ValueError(f"aug.name={name!r} is unknown; choose paper, cifar, none or vgg")
+
+    name: ClassVar[str] = ""
+    eval_modes: ClassVar[tuple[str, ...]] = ("center",)
+    eval: str = "center"
+
+    def __post_init__(self) -> None:
+        if self.eval not in self.eval_modes:
+            raise ValueError(
+                f"aug.eval={self.eval!r} is unknown for aug={self.name}; "
+                f"choose {', '.join(self.eval_modes)}"
+            )
+
+    def presets(self, stats: DatasetStats, seed: int | None = None) -> tuple[Any, Any]:
+        """(train, eval) presets; `seed` seeds the train preset's own generator."""
+        raise NotImplementedError
+
+    def centre_eval(self) -> Augmentation:
+        return replace(self, eval="center")
+
+
+@dataclass(frozen=True)
+class PaperAug(Augmentation):
+    """`aug=paper`: `PaperTrain`, and `PaperEval` (`eval: center`) or `TenCrop` (`ten_crop`)."""
+
+    name: ClassVar[str] = "paper"
+    eval_modes: ClassVar[tuple[str, ...]] = ("center", "ten_crop")
+    crop: int = 224
+    flip: bool = True
+    lighting: float = 0.1
+
+    def presets(self, stats: DatasetStats, seed: int | None = None) -> tuple[Preset, Preset]:
+        train = PaperTrain(stats, self.crop, self.flip, self.lighting, seed=seed)
+        evaluate = TenCrop if self.eval == "ten_crop" else PaperEval
+        return train, evaluate(stats, crop=self.crop)
+
+
+@dataclass(frozen=True)
+class CifarAug(Augmentation):
+    """`aug=cifar`: `CifarTrain`; the whole (mean-subtracted) image for evaluation."""
+
+    name: ClassVar[str] = "cifar"
+    pad: int = 4
+    crop: int = 32
+    flip: bool = True
+    lighting: float = 0.0
+
+    def presets(self, stats: DatasetStats, seed: int | None = None) -> tuple[Preset, Preset]:
+        train = CifarTrain(stats, self.pad, self.crop, self.flip, self.lighting, seed=seed)
+        return train, NoAug(stats)
+
+
+@dataclass(frozen=True)
+class PlainAug(Augmentation):
+    """`aug=none`: the mean image subtracted, nothing random (`crop`: centre patches)."""
+
+    name: ClassVar[str] = "none"
+    crop: int | None = None
+
+    def presets(self, stats: DatasetStats, seed: int | None = None) -> tuple[Preset, Preset]:
+        return NoAug(stats, self.crop, seed=seed), NoAug(stats, self.crop)

@@ -18,7 +18,7 @@ the image rescaled to Q) and ``VGGMultiCrop`` (a 5x5 regular grid of crops and t
 scale). Several test scales Q (Table 4) are given as a list: dense evaluation then averages the
 posteriors over the scales, multi-crop over all crops of all scales.
 
-``build_vgg_transforms`` turns the ``aug`` config group (``name: vgg``) into a (train, eval) pair;
+``VGGAug`` (the ``aug`` group's choice ``vgg``) builds the (train, eval) pair;
 the mean RGB is the mean over the pixels of the dataset's mean image (``mean_rgb_from_stats``), so
 one statistics file serves AlexNet's mean-image centring and VGG's mean-colour centring.
 
@@ -33,14 +33,16 @@ worker count and exactly resumable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import get_worker_info
 
+from alexnet.data.augment.presets import Augmentation
 from alexnet.data.stats import DatasetStats, lighting_offset
 
 
@@ -319,10 +321,8 @@ class VGGMultiCrop:
 
 
 # --------------------------------------------------------------------------------------------
-# From the `aug` config group (name: vgg) to a (train, eval) pair
+# The `aug` config group's choice `vgg`: a (train, eval) pair
 # --------------------------------------------------------------------------------------------
-
-EVAL_MODES = ("center", "multi_crop", "dense")
 
 
 def mean_rgb_from_stats(stats: DatasetStats) -> tuple[float, float, float]:
@@ -337,55 +337,59 @@ def default_eval_scale(scale: int | Sequence[int]) -> int:
     return (lo + hi) // 2
 
 
-def build_vgg_transforms(
-    aug: Mapping[str, Any], stats: DatasetStats, seed: int | None = None
-) -> tuple[VGGTrain, VGGCenterEval | VGGMultiCrop | VGGDenseEval]:
-    """(train, eval) presets for ``aug`` keys: ``scale`` (S, or [S_min, S_max]), ``crop``,
-    ``flip``, ``lighting`` (std of the PCA colour shift; 0 turns it off), ``eval`` (center |
-    multi_crop | dense) and ``eval_scale`` (Q, a list of Qs, or null for ``default_eval_scale``).
+@dataclass(frozen=True)
+class VGGAug(Augmentation):
+    """`aug=vgg`: ``scale`` (S, or [S_min, S_max] for scale jitter), ``crop``, ``flip``,
+    ``lighting`` (std of the PCA colour shift; 0 turns it off), ``eval`` (dense | multi_crop |
+    center) and ``eval_scale`` (Q, a list of Qs, or null for ``default_eval_scale``).
 
     Mean RGB from ``mean_rgb_from_stats(stats)``; the PCA lighting uses the dataset's RGB eigens
     (for [0, 1] pixels, so scaled by 255 to shift 0..255 pixels exactly as AlexNet's
-    ``PCALighting`` does). Unknown keys raise ValueError.
+    ``PCALighting`` does).
     """
-    kwargs = {k: v for k, v in dict(aug).items() if k != "name"}
-    known = {"scale", "crop", "flip", "lighting", "eval", "eval_scale", "seed"}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ValueError(
-            f"aug has key(s) {unknown} that aug.name=vgg does not take; it takes {sorted(known)}"
+
+    name: ClassVar[str] = "vgg"
+    eval_modes: ClassVar[tuple[str, ...]] = ("dense", "multi_crop", "center")
+    eval: str = "dense"
+    scale: int | Sequence[int] = (256, 512)
+    crop: int = 224
+    flip: bool = True
+    lighting: float = 0.1
+    eval_scale: int | Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lighting < 0:
+            raise ValueError(
+                f"aug.lighting={self.lighting} is the std of the PCA coefficients; use >= 0"
+            )
+        scale = self.scale if isinstance(self.scale, int) else tuple(int(s) for s in self.scale)
+        if not isinstance(scale, int) and len(scale) == 1:
+            scale = scale[0]
+        object.__setattr__(self, "scale", scale)
+        q = self.eval_scale
+        if q is not None and not isinstance(q, int):
+            object.__setattr__(self, "eval_scale", tuple(int(v) for v in q))
+
+    def presets(
+        self, stats: DatasetStats, seed: int | None = None
+    ) -> tuple[VGGTrain, VGGCenterEval | VGGMultiCrop | VGGDenseEval]:
+        mean = mean_rgb_from_stats(stats)
+        lit = self.lighting > 0
+        train = VGGTrain(
+            mean,
+            scale=self.scale,
+            crop=self.crop,
+            flip=self.flip,
+            lighting=self.lighting,
+            eigval=(np.asarray(stats.eigval) * 255.0).tolist() if lit else None,
+            eigvec=np.asarray(stats.eigvec).tolist() if lit else None,
+            seed=seed,
         )
-    scale = kwargs.get("scale", (256, 512))
-    if not isinstance(scale, int):
-        scale = [int(s) for s in scale]
-        scale = scale[0] if len(scale) == 1 else scale
-    crop = int(kwargs.get("crop", 224))
-    lighting = float(kwargs.get("lighting", 0.1))
-    if lighting < 0:
-        raise ValueError(f"aug.lighting={lighting} is the std of the PCA coefficients; use >= 0")
-    mean = mean_rgb_from_stats(stats)
-    train = VGGTrain(
-        mean,
-        scale=scale,
-        crop=crop,
-        flip=bool(kwargs.get("flip", True)),
-        lighting=lighting,
-        eigval=(np.asarray(stats.eigval) * 255.0).tolist() if lighting > 0 else None,
-        eigvec=np.asarray(stats.eigvec).tolist() if lighting > 0 else None,
-        seed=seed if seed is not None else kwargs.get("seed"),
-    )
-    mode = kwargs.get("eval", "dense")
-    eval_scale = kwargs.get("eval_scale")
-    if eval_scale is None:
-        eval_scale = default_eval_scale(scale)
-    elif not isinstance(eval_scale, int):
-        eval_scale = [int(q) for q in eval_scale]
-    if mode == "dense":
-        return train, VGGDenseEval(mean, scale=eval_scale)
-    if mode == "center":
-        return train, VGGCenterEval(mean, scale=eval_scale, crop=crop)
-    if mode == "multi_crop":
-        return train, VGGMultiCrop(mean, scale=eval_scale, crop=crop)
-    raise ValueError(
-        f"aug.eval={mode!r} is unknown for aug.name=vgg; choose {', '.join(EVAL_MODES)}"
-    )
+        q = default_eval_scale(self.scale) if self.eval_scale is None else self.eval_scale
+        q = q if isinstance(q, int) else list(q)
+        if self.eval == "dense":
+            return train, VGGDenseEval(mean, scale=q)
+        if self.eval == "multi_crop":
+            return train, VGGMultiCrop(mean, scale=q, crop=self.crop)
+        return train, VGGCenterEval(mean, scale=q, crop=self.crop)
