@@ -50,7 +50,10 @@ CASES = [
     (["+trainer.strategy=dpp"], "trainer.strategy='dpp' is unknown"),
     (["trainer.devices=3"], "data.batch_size=32 is not divisible by the 3 devices"),
     (["trainer.devices=0"], "trainer.devices=0 is not a device count"),
-    (["+trainer.max_epoch=3"], "trainer.max_epoch is not a setting of lightning.Trainer"),
+    (
+        ["+trainer.max_epoch=3"],
+        "trainer.max_epoch is not a setting of lightning.Trainer; did you mean trainer.max_epochs?",
+    ),
     (
         ["callbacks.checkpoint.monitor=val/top1_error"],
         "callbacks.checkpoint.monitor='val/top1_error' is not a metric the module logs",
@@ -272,7 +275,11 @@ def test_callbacks_are_target_nodes_with_every_option_of_their_class(cfg_factory
     kinds = {type(c) for c in build_callbacks(cfg)}
     assert EarlyStopping in kinds and TQDMProgressBar not in kinds  # a recipe adds its own
     for overrides, message in [
-        (["+callbacks.checkpoint.save_top=3"], "callbacks.checkpoint.save_top is not a setting"),
+        (
+            ["+callbacks.checkpoint.save_top=3"],
+            "callbacks.checkpoint.save_top is not a setting of alexnet.training.resume."
+            "BestCheckpoint; did you mean callbacks.checkpoint.save_top_k?",
+        ),
         (["callbacks.progress_bar=5"], "callbacks.progress_bar=5 is not a callback"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -18,6 +18,7 @@ Hydra creates the run directory in it, which would otherwise fail with a traceba
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import os
@@ -198,10 +199,11 @@ class _Checks:
             k for k in spec if not k.startswith("_") and k not in accepted and k not in extra
         )
         if unknown and not open_ended:
-            raise ConfigError(
-                f"{group}.{unknown[0]} is not a setting of {target}; it takes "
-                f"{', '.join(sorted(accepted - {'self'}))}"
-            )
+            accepted -= {"self"}
+            close = difflib.get_close_matches(unknown[0], accepted, n=1)
+            takes = "it takes " + ", ".join(sorted(accepted))
+            fix = f"did you mean {group}.{close[0]}?" if close else takes
+            raise ConfigError(f"{group}.{unknown[0]} is not a setting of {target}; {fix}")
         return obj
 
     # -- sections --------------------------------------------------------------------------
