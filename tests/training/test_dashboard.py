@@ -221,6 +221,12 @@ def test_wandb_identity_single_run_and_sweep(tmp_path):
         ["sweep"],
     )
     assert wandb_identity("ablate", [], single, {"group": "g"}) == ("ablate", "g", [])
+    # its tags are the run's tags as given: no `sweep` added
+    assert wandb_identity("ablate", ["cifar10"], job, {"tags": ["a"]}) == (
+        "model.lrn=false",
+        "2026-01-01_10-00-00",
+        ["a"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -248,13 +254,13 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
     class Stop(Exception):
         pass
 
-    def build_loggers(spec, output_dir, name, tags, config, group=None, resume_from=None):
-        # what alexnet.training.tracking gives W&B: the spec's name and group win (none here)
-        seen["train"] = (spec["wandb"]["name"] or name, spec["wandb"]["group"] or group, tags)
+    def start_loggers(loggers, name, tags, config, group=None, resume_from=None):
+        # the identity training gives W&B (logger.wandb's name and group, when set, in it)
+        seen["train"] = (name, group, tags)
         seen["config"] = config
         raise Stop  # the identity is all this test needs of training
 
-    monkeypatch.setattr(alexnet.train, "build_loggers", build_loggers)
+    monkeypatch.setattr(alexnet.train, "start_loggers", start_loggers)
     cfg = cfg_factory([*TINY, "task_name=lrn_pool", "tags=[tiny]", *overrides], output_dir=job)
     with pytest.raises(Stop):
         train(cfg)
