@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.training import tracking as loggers
-from alexnet.training.tracking import build_loggers, finish_wandb
+from alexnet.training.tracking import ResumableWandbLogger, finish_wandb, start_loggers
 
 REPO = Path(__file__).resolve().parents[1]
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
@@ -33,7 +33,9 @@ def online_without_server(monkeypatch):
     finish_wandb()
 
 
-SPEC = {"csv": False, "wandb": {"project": "alexnet-lab", "mode": "auto"}}
+def start_wandb_logger(run_dir: Path) -> list:
+    """conf/logger's W&B logger (mode auto) started as training starts it."""
+    return start_loggers([ResumableWandbLogger(save_dir=run_dir)], "t", [], {"lr": 0.01})
 
 
 def test_wandb_online_without_server_falls_back_to_offline_fast(
@@ -41,7 +43,7 @@ def test_wandb_online_without_server_falls_back_to_offline_fast(
 ):
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="alexnet.training.tracking"):
-        (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
+        (logger,) = start_wandb_logger(tmp_path)
     assert time.monotonic() - start < 15  # the probe itself gives up after 3 s
     assert f"W&B server {CLOSED} is unreachable: logging offline" in caplog.text
     assert logger.experiment.settings.mode == "offline"
@@ -58,7 +60,7 @@ def test_wandb_init_failure_falls_back_to_offline(
     monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 2.0)
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="alexnet.training.tracking"):
-        (logger,) = build_loggers(SPEC, tmp_path, "t", [], {"lr": 0.01})
+        (logger,) = start_wandb_logger(tmp_path)
     assert time.monotonic() - start < 90
     assert "W&B online run could not start" in caplog.text
     assert logger.experiment.settings.mode == "offline"

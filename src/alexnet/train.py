@@ -25,6 +25,7 @@ from alexnet.config.entry import (
     USER_ERRORS,
     build_callbacks,
     build_data,
+    build_loggers,
     build_module,
     report_user_error,
 )
@@ -44,7 +45,7 @@ from alexnet.training.multirun import (
 )
 from alexnet.training.nonfinite import NonFiniteGuard, NonFiniteLoss
 from alexnet.training.resume import Preempted, ResumeCheckpoint
-from alexnet.training.tracking import build_loggers, finish_wandb, wandb_identity
+from alexnet.training.tracking import finish_wandb, start_loggers, wandb_identity
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.task_name, cfg.tags, output_dir, (cfg.get("logger") or {}).get("wandb")
     )
     run_config = {**config, "parameters": parameters, "provenance": origin}
-    loggers = build_loggers(
-        cfg.get("logger"), output_dir, name, tags, run_config, group=group, resume_from=ckpt_path
+    loggers = start_loggers(
+        build_loggers(cfg), name, tags, run_config, group=group, resume_from=ckpt_path
     )
     callbacks = build_callbacks(cfg) + figure_callbacks(cfg.get("figures"), output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(

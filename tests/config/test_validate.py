@@ -51,7 +51,10 @@ CASES = [
     (["+trainer.strategy=dpp"], "trainer.strategy='dpp' is unknown"),
     (["trainer.devices=3"], "data.batch_size=32 is not divisible by the 3 devices"),
     (["trainer.devices=0"], "trainer.devices=0 is not a device count"),
-    (["+trainer.max_epoch=3"], "trainer.max_epoch is not a setting of lightning.Trainer"),
+    (
+        ["+trainer.max_epoch=3"],
+        "trainer.max_epoch is not a setting of lightning.Trainer; did you mean trainer.max_epochs?",
+    ),
     (
         ["callbacks.checkpoint.monitor=val/top1_error"],
         "callbacks.checkpoint.monitor='val/top1_error' is not a metric the module logs",
@@ -62,6 +65,19 @@ CASES = [
         "callbacks.nonfinite.mode='ignore' is unknown; choose one of stop",
     ),
     (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes' is unknown"),
+    (
+        ["+logger.wandb.projcet=x"],
+        "logger.wandb.projcet is not a setting of alexnet.training.tracking.ResumableWandbLogger; "
+        "did you mean logger.wandb.project?",
+    ),
+    (["+logger.wandb.jobtype=x"], "did you mean logger.wandb.job_type?"),
+    (["+logger.csv.flush_every=9"], "did you mean logger.csv.flush_logs_every_n_steps?"),
+    (
+        ["+logger.wandbb.project=x"],
+        "logger.wandbb is not a logger (it has no _target_); did you mean logger.wandb?",
+    ),
+    (["logger.csv=true"], "logger.csv=True is not a logger; give a _target_ node, or logger."),
+    (["+logger.wandb.offline=true"], "logger.wandb.offline=True is not used here; set mode="),
     (["paths.data_dir=${oc.env:ALEXNET_NO_SUCH_VAR}"], "cannot be resolved"),
     (["+foo=bar"], "foo is not a setting of this config (aug, callbacks, "),
     (["+optimizer.lr=0.1"], "optimizer is not a setting of this config (aug, "),
@@ -219,6 +235,11 @@ def test_hydra_refuses_unknown_choices_and_keys(cfg_factory):
         cfg_factory(["data=imagenett"])
     with pytest.raises(ConfigCompositionException, match="Could not override 'data.batchsize'"):
         cfg_factory(["data.batchsize=3"])
+    # a key a node does not declare needs `+`, after which the preflight names the closest one
+    with pytest.raises(
+        ConfigCompositionException, match="Could not override 'logger.wandb.projcet'"
+    ):
+        cfg_factory(["logger.wandb.projcet=x"])
     # the entry configs' schemas (alexnet.config.schema) type their own keys
     for override in ("seed=one", "test=maybe", "figures.examples=many", "tags=5"):
         with pytest.raises(ConfigCompositionException, match=f"Error merging override {override}"):
@@ -276,8 +297,32 @@ def test_callbacks_are_target_nodes_with_every_option_of_their_class(cfg_factory
     kinds = {type(c) for c in build_callbacks(cfg)}
     assert EarlyStopping in kinds and TQDMProgressBar not in kinds  # a recipe adds its own
     for overrides, message in [
-        (["+callbacks.checkpoint.save_top=3"], "callbacks.checkpoint.save_top is not a setting"),
+        (
+            ["+callbacks.checkpoint.save_top=3"],
+            "callbacks.checkpoint.save_top is not a setting of alexnet.training.resume."
+            "BestCheckpoint; did you mean callbacks.checkpoint.save_top_k?",
+        ),
         (["callbacks.progress_bar=5"], "callbacks.progress_bar=5 is not a callback"),
     ]:
         with pytest.raises(ConfigError, match=message):
             validate_config(cfg_factory([*SYNTH, *overrides]))
+
+
+def test_loggers_are_target_nodes_with_every_option_of_their_class(cfg_factory):
+    # declared keys need no `+`; any other keyword of WandbLogger or wandb.init takes one
+    validate_config(
+        cfg_factory(
+            [
+                *SYNTH,
+                "logger.wandb.tags=[a,b]",
+                "logger.wandb.job_type=x",
+                "logger.wandb.entity=me",
+                "logger.wandb.log_model=all",
+                "+logger.wandb.notes=n",
+                "+logger.wandb.settings.init_timeout=5",
+                "+logger.csv.prefix=p",
+            ]
+        )
+    )
+    for off in ("logger.wandb=null", "logger.csv=null", "logger.csv=false", "logger=none"):
+        validate_config(cfg_factory([*SYNTH, off]))

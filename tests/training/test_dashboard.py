@@ -17,6 +17,7 @@ from alexnet.figures.render import FILES, PER_CLASS_CSV, RenderOptions
 from alexnet.train import train
 from alexnet.training.figure_callbacks import REPORT_PATTERNS, log_csv_tables
 from alexnet.training.tracking import sweep_dir_of, wandb_identity
+from wandb_files import wandb_records
 
 REPO = Path(__file__).resolve().parents[2]
 # Tiny synthetic data and two one-batch epochs: the network and its checkpoints are real.
@@ -41,29 +42,6 @@ def pngs(folder: Path) -> list[str]:
     for name in names:
         assert mpimg.imread(folder / name)[..., :3].var() > 0, f"{name} is blank"
     return names
-
-
-def wandb_records(path: Path):
-    """The protobuf records of a `.wandb` file (a LevelDB-style log of 32 KiB blocks after a
-    7-byte ':W&B' header; records may be split over blocks)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, pos, block, buf = path.read_bytes(), 7, 32768, b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        n, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7 : pos + 7 + n], pos + 7 + n
-        if kind == 1:  # full
-            yield pb.Record.FromString(chunk)
-        elif kind == 2:  # first
-            buf = chunk
-        elif kind == 3:  # middle
-            buf += chunk
-        elif kind == 4:  # last
-            yield pb.Record.FromString(buf + chunk)
 
 
 def last_summary(records, key: str):
@@ -243,6 +221,12 @@ def test_wandb_identity_single_run_and_sweep(tmp_path):
         ["sweep"],
     )
     assert wandb_identity("ablate", [], single, {"group": "g"}) == ("ablate", "g", [])
+    # its tags are the run's tags as given: no `sweep` added
+    assert wandb_identity("ablate", ["cifar10"], job, {"tags": ["a"]}) == (
+        "model.lrn=false",
+        "2026-01-01_10-00-00",
+        ["a"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -270,13 +254,13 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
     class Stop(Exception):
         pass
 
-    def build_loggers(spec, output_dir, name, tags, config, group=None, resume_from=None):
-        # what alexnet.training.tracking gives W&B: the spec's name and group win (none here)
-        seen["train"] = (spec["wandb"]["name"] or name, spec["wandb"]["group"] or group, tags)
+    def start_loggers(loggers, name, tags, config, group=None, resume_from=None):
+        # the identity training gives W&B (logger.wandb's name and group, when set, in it)
+        seen["train"] = (name, group, tags)
         seen["config"] = config
         raise Stop  # the identity is all this test needs of training
 
-    monkeypatch.setattr(alexnet.train, "build_loggers", build_loggers)
+    monkeypatch.setattr(alexnet.train, "start_loggers", start_loggers)
     cfg = cfg_factory([*TINY, "task_name=lrn_pool", "tags=[tiny]", *overrides], output_dir=job)
     with pytest.raises(Stop):
         train(cfg)

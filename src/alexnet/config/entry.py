@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.config.hardware import resolve_auto
@@ -39,6 +40,14 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The `callbacks` nodes (conf/callbacks), built in their order; one set to null is off."""
     return [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """The `logger` nodes (conf/logger), built in their order; one set to null is off. Nothing is
+    started yet (`alexnet.training.tracking.start_loggers` starts the W&B run). Lists and dicts
+    reach them as plain ones: wandb.init refuses OmegaConf's containers."""
+    nodes = (cfg.get("logger") or {}).values()
+    return [hydra.utils.instantiate(node, _convert_="all") for node in nodes if node]
 
 
 def build_module(cfg: DictConfig) -> Classifier:
@@ -90,6 +99,7 @@ __all__ = [
     "USER_ERRORS",
     "build_callbacks",
     "build_data",
+    "build_loggers",
     "build_module",
     "check_ckpt_path",
     "one_line_errors",

@@ -8,9 +8,9 @@ Hydra's ConfigStore when this module is imported, which `hydra_plugins.alexnet_s
 whenever Hydra composes.
 
 A group (`data`, `model`, `optim`, ...) is typed `Any` here: its owner checks it. Hydra-built
-nodes (`optim`, `sched`, `trainer`, each `callbacks.<name>`) are checked against the signature
-of their `_target_`, and `model`/`data`/`aug` by the constructors they reach
-(`alexnet.config.validate`).
+nodes (`optim`, `sched`, `trainer`, each `callbacks.<name>` and `logger.<name>`) are checked
+against the signature of their `_target_`, a misspelt key named with the closest one, and
+`model`/`data`/`aug` by the constructors they reach (`alexnet.config.validate`).
 
 Hydra's `+key=value` adds a key even to a schema'd config, so a typo such as `+optimizer.lr=0.1`
 (for `optim.lr`) would be carried along and ignored; `unknown_key` finds such keys by comparing

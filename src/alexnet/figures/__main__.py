@@ -92,6 +92,7 @@ def log_to_new_wandb_run(
     def start(mode: str):
         return wandb.init(
             project=spec.get("project", "alexnet-lab"),
+            entity=spec.get("entity"),
             name=f"{name}/figures",
             group=spec.get("group") or group,
             tags=[*tags, "figures"],

@@ -2,7 +2,7 @@
 
 Only when the sweep's jobs logged to W&B (their ``logger.wandb`` is set and not ``disabled``), in
 the same mode they used (offline unless logged in, see ``alexnet.training.tracking.wandb_mode``),
-same project, same group (the sweep dir's name unless the config named one). The run is
+same project and entity, same group (the sweep dir's name unless the config named one). The run is
 ``job_type="report"``, named ``report``, and lives in ``<sweep dir>/wandb/``. Offline nothing
 touches the network; online it starts as training's runs do (``start_wandb``): a server that
 cannot be reached gives a warning and an offline run. The report files are written before and
@@ -46,6 +46,7 @@ def log_report(report: Report, png: Path | None) -> str | None:
         def start(mode: str):
             return wandb.init(
                 project=spec.get("project") or "alexnet-lab",
+                entity=spec.get("entity"),
                 group=spec.get("group") or report.sweep.dir.name,
                 name="report",
                 job_type="report",

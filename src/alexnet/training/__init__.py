@@ -5,7 +5,7 @@
 - ``multirun``: one job of a grid (skipped when done, resumed, never stops the grid);
 
 and the add-ons a run attaches (built by ``alexnet.config.entry.build_callbacks`` and
-``tracking.build_loggers``):
+``build_loggers``):
 
 - ``callbacks``: throughput, images seen, the remaining-time estimate;
 - ``resume``: ``last.ckpt`` and the best checkpoint, exact resume;

@@ -36,6 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from alexnet.training.tracking import ResumableCSVLogger
@@ -155,7 +156,7 @@ class ResumeCheckpoint(Checkpoint):
         """The W&B run's id, so that a resumed training continues that run (tracking)."""
         trainer = self._trainer
         for logger in trainer.loggers if trainer is not None else []:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, WandbLogger):
                 return str(logger.version)
         return None
 

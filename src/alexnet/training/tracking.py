@@ -1,16 +1,22 @@
 """CSV and W&B loggers for a run directory; W&B never waits on the network unless asked to.
 
+The loggers are the `_target_`s of conf/logger (`ResumableCSVLogger`, `ResumableWandbLogger`):
+Lightning's own, so every option of theirs can be set from the command line, with this lab's
+defaults and behaviour added. Building one starts nothing; `start_loggers` starts the W&B run.
+
 Online W&B without a network must not hang a run (wandb's own retries take minutes): before an
 online run starts, a TCP connection to the W&B server is tried with a 3-second timeout (skipped
 when a proxy is configured, since the direct route may then be closed on purpose), and
 `wandb.init` gets `init_timeout`; either failing gives a warning and an offline run in the same
 place, which `wandb sync <run dir>/wandb/offline-run-*` uploads later. `start_wandb` holds that
-logic; training (`build_loggers`) and `python -m alexnet.figures` both go through it.
+logic; training (`ResumableWandbLogger.start`), `python -m alexnet.figures` and the ablation
+report all go through it.
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 import netrc
 import os
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 WANDB_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_S = 3.0
 INIT_TIMEOUT_S = 30.0
+# wandb's modes, and `auto`: online only when logged in (`wandb_mode`)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def logged_in_to_wandb() -> bool:
@@ -70,11 +78,12 @@ def wandb_reachable(url: str | None = None, timeout: float = PROBE_TIMEOUT_S) ->
 T = TypeVar("T")
 
 
-def wandb_settings():
-    """The settings every W&B run here starts with: `wandb.init` gives up after INIT_TIMEOUT_S."""
+def wandb_settings(extra: Mapping[str, Any] | None = None):
+    """The settings every W&B run here starts with: `wandb.init` gives up after INIT_TIMEOUT_S,
+    unless `extra` (settings a user gave) sets `init_timeout` itself."""
     import wandb
 
-    return wandb.Settings(init_timeout=INIT_TIMEOUT_S)
+    return wandb.Settings(**{"init_timeout": INIT_TIMEOUT_S, **(extra or {})})
 
 
 def start_wandb(requested: str, start: Callable[[str], T], output_dir: Path) -> T | None:
@@ -109,33 +118,84 @@ def start_wandb(requested: str, start: Callable[[str], T], output_dir: Path) -> 
     return None if mode == "disabled" else start(mode)
 
 
-def _wandb_logger(
-    mode: str,
-    wb: Mapping[str, Any],
-    name: str,
-    tags: list[str],
-    output_dir: Path,
-    config: Mapping[str, Any],
-    group: str | None,
-    run_id: str | None = None,
-) -> Logger:
-    from lightning.pytorch.loggers import WandbLogger
+class ResumableWandbLogger(WandbLogger):
+    """Lightning's WandbLogger as a run here uses it: the run lives in `<save_dir>/wandb/`,
+    offline unless you are logged in, never waits on the network, and a resumed training
+    continues its W&B run.
 
-    # A resumed training continues its W&B run (same id), offline files included.
-    resume = {"id": run_id, "resume": "allow"} if run_id else {}
-    logger = WandbLogger(
-        project=wb.get("project", "alexnet-lab"),
-        name=wb.get("name") or name,
-        group=wb.get("group") or group,
-        tags=list(tags),
-        save_dir=str(output_dir),
-        mode=mode,
-        settings=wandb_settings(),
-        **resume,
-    )
-    logger.log_hyperparams(dict(config))  # starts the run: fails here, not mid-training
-    define_summaries(logger.experiment)
-    return logger
+    Every other keyword of WandbLogger and of `wandb.init` passes through unchanged (`entity`,
+    `job_type`, `tags`, `notes`, `log_model`, `settings`, ...). `mode` adds `auto` to wandb's
+    modes (`wandb_mode`); it is the one switch, so WandbLogger's `offline` is refused.
+
+    Building one starts nothing, so the preflight (alexnet.config.validate) builds it to check
+    its keywords; `start` starts the run.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path = ".",
+        project: str = "alexnet-lab",
+        mode: str = "auto",
+        offline: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if mode not in WANDB_MODES:
+            raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(WANDB_MODES)}")
+        if offline:
+            # WandbLogger would set WANDB_MODE for the whole process, past this run's end.
+            raise ValueError(f"offline={offline!r} is not used here; set mode=offline instead")
+        super().__init__(save_dir=str(save_dir), project=project, **kwargs)
+        self.requested_mode = mode
+
+    @classmethod
+    def accepted_keywords(cls) -> set[str]:
+        """Every keyword it takes: its own, WandbLogger's, and `wandb.init`'s, which its
+        `**kwargs` reach (the preflight refuses any other)."""
+        import wandb
+
+        names: set[str] = set()
+        for function in (cls.__init__, WandbLogger.__init__, wandb.init):
+            names |= {
+                p.name
+                for p in inspect.signature(function).parameters.values()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            }
+        return names - {"self", "experiment"}
+
+    def start(
+        self,
+        config: Mapping[str, Any],
+        name: str,
+        group: str | None,
+        tags: Sequence[str],
+        resume_id: str | None = None,
+    ) -> bool:
+        """Start the run now, so that a failure happens here and not mid-training: in the mode
+        `mode` resolves to, offline when the server cannot be reached (`start_wandb`), with
+        `config` as the run config and the validation errors summarised by their minimum.
+
+        `name`, `group` and `tags` (the run's identity, `wandb_identity`) apply where this
+        logger's own are unset. `resume_id`, the id of the W&B run that wrote the checkpoint a
+        training resumes from, is continued (WandbLogger starts runs with `resume="allow"`; an
+        `id` given to this logger wins). False under mode `disabled`: there is no run.
+        """
+        init = self._wandb_init
+        init["name"] = self._name = init.get("name") or name
+        init["group"] = init.get("group") or group
+        if init.get("tags") is None:
+            init["tags"] = list(tags)
+        if resume_id and not init.get("id"):
+            init["id"] = self._id = resume_id
+        init["settings"] = wandb_settings(init.get("settings"))
+
+        def begin(mode: str) -> ResumableWandbLogger:
+            self._experiment = None  # an online start that failed leaves nothing to reuse
+            init["mode"] = mode
+            self.log_hyperparams(dict(config))  # starts the run
+            define_summaries(self.experiment)
+            return self
+
+        return start_wandb(self.requested_mode, begin, Path(self.save_dir or ".")) is not None
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -164,8 +224,21 @@ class ResumableCSVLogger(CSVLogger):
     stopped.
     """
 
-    def __init__(self, save_dir: str | Path) -> None:
-        super().__init__(save_dir=save_dir, name="csv", version="", flush_logs_every_n_steps=1)
+    def __init__(
+        self,
+        save_dir: str | Path,
+        name: str = "csv",
+        version: str | int | None = "",
+        flush_logs_every_n_steps: int = 1,
+        **kwargs: Any,  # any other CSVLogger keyword
+    ) -> None:
+        super().__init__(
+            save_dir=save_dir,
+            name=name,
+            version=version,
+            flush_logs_every_n_steps=flush_logs_every_n_steps,
+            **kwargs,
+        )
 
     @property
     @rank_zero_experiment
@@ -207,38 +280,26 @@ class ResumableCSVLogger(CSVLogger):
         writer.metrics_keys = list(header)
 
 
-def build_loggers(
-    spec: Mapping[str, Any] | None,
-    output_dir: Path,
+def start_loggers(
+    loggers: Iterable[Logger],
     name: str,
-    tags: list[str],
+    tags: Sequence[str],
     config: Mapping[str, Any],
     group: str | None = None,
     resume_from: str | Path | None = None,
 ) -> list[Logger]:
-    """`spec` is conf/logger: {"csv": bool, "wandb": {"project", "group", "name", "mode"} | None}.
-
-    CSV goes to `<output_dir>/csv/metrics.csv`; W&B to `<output_dir>/wandb/`, with the resolved
-    config as the run config and the validation errors summarised as their minimum. `group` is
-    the W&B group unless the spec names one. A training resumed from the checkpoint
-    `resume_from` continues the W&B run that wrote it (its id is in the checkpoint).
+    """The loggers to train with, their W&B runs started (`ResumableWandbLogger.start`, which
+    says what `name`, `group`, `tags` and `config` become); one under mode `disabled` is left
+    out. A training resumed from the checkpoint `resume_from` continues the W&B run that wrote
+    it (its id is in the checkpoint). Other loggers are kept as built.
     """
-    spec = spec or {}
-    loggers: list[Logger] = []
-    if spec.get("csv"):
-        loggers.append(ResumableCSVLogger(output_dir))
-    wb = spec.get("wandb")
-    if wb:
-        logger = start_wandb(
-            wb.get("mode", "auto"),
-            lambda mode: _wandb_logger(
-                mode, wb, name, tags, output_dir, config, group, wandb_id_in(resume_from)
-            ),
-            output_dir,
-        )
-        if logger is not None:
-            loggers.append(logger)
-    return loggers
+    started: list[Logger] = []
+    for logger in loggers:
+        if isinstance(logger, ResumableWandbLogger):
+            if not logger.start(config, name, group, tags, wandb_id_in(resume_from)):
+                continue
+        started.append(logger)
+    return started
 
 
 def wandb_id_in(ckpt_path: str | Path | None) -> str | None:
@@ -299,7 +360,8 @@ def wandb_identity(
     ``multirun.yaml``) is named after its job folder (the swept overrides, e.g.
     ``model.lrn=false,seed=0``) and grouped by the sweep folder's name, so each sweep is one
     group (the report's run joins it, ``alexnet.report.wandb_log``); it is also tagged ``sweep``.
-    ``spec`` is the run's ``logger.wandb`` block: its ``name`` and ``group``, when set, win.
+    ``spec`` is the run's ``logger.wandb`` node: its ``name``, ``group`` and ``tags``, when set,
+    are used as given.
     """
     tags = [str(t) for t in tags]
     sweep = sweep_dir_of(run_dir)
@@ -308,12 +370,14 @@ def wandb_identity(
     else:
         name, group, tags = Path(run_dir).name, sweep.name, [*tags, "sweep"]
     spec = spec or {}
+    if spec.get("tags") is not None:
+        tags = [str(t) for t in spec["tags"]]
     return spec.get("name") or name, spec.get("group") or group, tags
 
 
 def wandb_run(loggers: Iterable[Any]):
     """The W&B run behind a WandbLogger in ``loggers``, or None."""
     for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             return logger.experiment
     return None
