@@ -58,10 +58,13 @@ GRID ?= lrn_pool
 SWEEP ?=
 .PHONY: ablate report
 
+# The sweep dir names the grid: ARGS that change what runs add their checksum; how the jobs are
+# launched (hydra.launcher.*, e.g. n_parallel) does not, so a grid resumes with either.
+ABLATE_GRID_ARGS = $(strip $(filter-out hydra.launcher.%,$(ARGS)))
 ablate: install ## a grid of runs, then its report: make ablate [GRID=lrn_pool|towers|cifar_lrn|relu_vs_tanh] [SWEEP=dir] [ARGS=...]
 	@sweep="$(SWEEP)"; \
 	if [ -z "$$sweep" ]; then \
-	  sweep="$${LOG_DIR:-logs}/ablate/$(GRID)$(if $(strip $(ARGS)),-$$(printf '%s\n' $(ARGS) | cksum | cut -d' ' -f1))"; \
+	  sweep="$${LOG_DIR:-logs}/ablate/$(GRID)$(if $(ABLATE_GRID_ARGS),-$$(printf '%s\n' $(ABLATE_GRID_ARGS) | cksum | cut -d' ' -f1))"; \
 	fi; \
 	echo "sweep dir: $$sweep (run the same command again to finish an interrupted grid)"; \
 	$(PYTHON) -m alexnet.train -m experiment=$(GRID) "hydra.sweep.dir=$$sweep" $(ARGS); sweep_rc=$$?; \

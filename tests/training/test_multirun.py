@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +25,10 @@ from alexnet.training.multirun import (
     run_sweep_job,
     set_aside_previous_attempt,
 )
+from hydra_plugins.alexnet_launcher.parallel import job_slots, last_redraw, visible_gpus
 from hydra_plugins.alexnet_launcher.subprocess_launcher import (
     MAX_SUBDIR,
+    SubprocessLauncher,
     describe_exit,
     quote_override_value,
     shorten_subdir,
@@ -189,6 +193,174 @@ def test_job_dir_names():
     assert short_a != shorten_subdir(long_b, jobs[0], {"model.lrn"})
 
 
+# ---- several jobs at once (hydra.launcher.n_parallel) ------------------------------------------
+
+
+def test_job_slots_pin_a_device_each_and_share_the_cpu():
+    # one at a time, no devices given: the job's environment is the sweep's, as it always was
+    assert job_slots(1, None, {}, cpus=16) == [({}, "")]
+    # devices given (here on a machine without GPUs, as in the tests below): one per slot
+    two = job_slots(2, ["0", "1"], {}, cpus=16)
+    assert [s.env for s in two] == [
+        {"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "8"},
+        {"CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "8"},
+    ]
+    assert [s.where for s in two] == ["GPU 0, 8 threads", "GPU 1, 8 threads"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in job_slots(2, [3, 3], {}, cpus=2)] == ["3", "3"]
+    # no GPU: no pinning, a share of the cores each; the user's own OMP_NUM_THREADS wins
+    assert (
+        job_slots(3, None, {}, cpus=16, gpus=[])
+        == [({"OMP_NUM_THREADS": "5"}, "CPU, 5 threads")] * 3
+    )
+    assert job_slots(4, None, {}, cpus=2, gpus=[])[0].env == {"OMP_NUM_THREADS": "1"}
+    assert job_slots(2, None, {"OMP_NUM_THREADS": "1"}, cpus=16, gpus=[])[0] == ({}, "CPU")
+    # GPUs found: the visible ones, one per slot
+    found = job_slots(2, None, {}, cpus=16, gpus=["4", "5"])
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in found] == ["4", "5"]
+
+
+@pytest.mark.parametrize(
+    "n, devices, gpus, message",
+    [
+        (
+            3,
+            ["0", "1"],
+            None,
+            "hydra.launcher.n_parallel=3 needs a device per job but "
+            "hydra.launcher.devices=['0', '1'] lists 2",
+        ),
+        (2, None, ["0"], "hydra.launcher.n_parallel=2 needs a device per job but 1 GPU(s)"),
+        (0, None, [], "hydra.launcher.n_parallel must be 1 or more, not 0"),
+    ],
+)
+def test_too_few_devices_for_the_slots_is_one_line(n, devices, gpus, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        job_slots(n, devices, {}, cpus=4, gpus=gpus)
+    assert "\n" not in str(err.value)
+
+
+def test_visible_gpus_follow_cuda_visible_devices():
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-8f3a,1,-1,2"}) == ["GPU-8f3a", "1"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_last_redraw_keeps_what_a_terminal_shows():
+    assert last_redraw(b"\rEpoch 0:  50%|#  \rEpoch 0: 100%|##| \r") == b"Epoch 0: 100%|##|"
+    assert last_redraw(b"plain line") == b"plain line"
+    assert last_redraw(b"\r \r") == b""
+
+
+def launcher(tmp_path: Path, monkeypatch, **kwargs) -> SubprocessLauncher:
+    """The subprocess launcher, set up as Hydra would, running `tests/helpers/fake_job.py` with
+    job dirs `<tmp_path>/sweep/job<idx>` (no config composed: the overrides go to the fake job
+    as they are)."""
+    monkeypatch.setenv("PYTHONPATH", env(HELPERS)["PYTHONPATH"])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("FAKE_JOB_SLEEP", raising=False)
+    sweep_dir = tmp_path / "sweep"
+    config = OmegaConf.create(
+        {
+            "task_name": "fake",
+            "optimized_metric": None,
+            "hydra": {
+                "hydra_logging": None,
+                "verbose": False,
+                "sweep": {"dir": str(sweep_dir)},
+                "overrides": {"hydra": []},
+            },
+        }
+    )
+    launcher = SubprocessLauncher(module="fake_job", **kwargs)
+    launcher.setup(hydra_context=object(), task_function=None, config=config)
+    monkeypatch.setattr(launcher, "_job_dir", lambda o, idx, v: sweep_dir / f"job{idx}")
+    return launcher
+
+
+def seen_by(tmp_path: Path, idx: int) -> dict:
+    return json.loads((tmp_path / "sweep" / f"job{idx}" / "env.json").read_text())
+
+
+PAIR = [["seed=0", "sleep=1.5"], ["seed=1", "sleep=0.3"]]
+
+
+def test_parallel_jobs_run_at_once_each_on_its_own_device(tmp_path, monkeypatch, capfd):
+    returns = launcher(tmp_path, monkeypatch, n_parallel=2, devices=["0", "1"]).launch(PAIR, 0)
+    # in job order, though the second finished first
+    assert [r.return_value["overrides"] for r in returns] == PAIR
+    first, second = seen_by(tmp_path, 0), seen_by(tmp_path, 1)
+    assert second["end"] < first["end"]
+    assert max(first["start"], second["start"]) < min(first["end"], second["end"])  # overlap
+    assert {first["CUDA_VISIBLE_DEVICES"], second["CUDA_VISIBLE_DEVICES"]} == {"0", "1"}
+    assert first["pid"] != second["pid"]
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert first["OMP_NUM_THREADS"] == second["OMP_NUM_THREADS"] == threads
+    out = capfd.readouterr().out
+    assert f"[#0] fake job {first['pid']} done" in out  # each job's lines say whose they are
+    assert f"[#1] fake job {second['pid']} done" in out
+
+
+def test_parallel_rerun_skips_finished_jobs_and_retries_failed_ones(tmp_path, monkeypatch, caplog):
+    jobs = [["seed=0", "sleep=0.5"], ["seed=1", "model.init=crash"], ["seed=2", "sleep=0.5"]]
+    caplog.set_level(logging.INFO)
+    returns = launcher(tmp_path, monkeypatch, n_parallel=2, devices=[0, 1]).launch(jobs, 0)
+    assert [r.return_value["status"] for r in returns] == ["ok", "failed", "ok"]
+    assert returns[1].return_value["error"] == (
+        "exited with code 3: RuntimeError: the GPU fell off the bus"
+    )
+    assert "#1 failed: exited with code 3" in caplog.text
+    assert re.search(r"#2 started on GPU [01]", caplog.text)  # in the slot #1 left
+    pids = {idx: seen_by(tmp_path, idx)["pid"] for idx in (0, 2)}
+
+    caplog.clear()
+    again = launcher(tmp_path, monkeypatch, n_parallel=2, devices=[0, 1]).launch(jobs, 0)
+    assert [r.return_value["status"] for r in again] == ["ok", "failed", "ok"]
+    assert caplog.text.count("done already") == 2
+    assert {idx: seen_by(tmp_path, idx)["pid"] for idx in (0, 2)} == pids  # not run again
+    assert read_results(tmp_path / "sweep" / "job1" / ATTEMPTS / "1")["status"] == "failed"
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stopped_parallel_sweep_stops_every_job_and_resumes_them(tmp_path, monkeypatch, signum):
+    import signal
+    import threading
+    import time
+
+    jobs = [["seed=0", "sleep=60"], ["seed=1", "sleep=60"], ["seed=2"]]
+    sweep = launcher(tmp_path, monkeypatch, n_parallel=2, devices=[0, 1])
+
+    def stop_once_both_run():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all((tmp_path / "sweep" / f"job{i}" / "env.json").is_file() for i in (0, 1)):
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), getattr(signal, signum))  # Ctrl-C or a scheduler's notice
+
+    threading.Thread(target=stop_once_both_run, daemon=True).start()
+    expected = SystemExit if signum == "SIGTERM" else KeyboardInterrupt
+    with pytest.raises(expected) as stop:
+        sweep.launch(jobs, 0)
+    if signum == "SIGTERM":
+        assert stop.value.code == 143
+    for idx in (0, 1):
+        pid = seen_by(tmp_path, idx)["pid"]
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # ended and reaped: no job outlives its sweep
+        # no record: the next run resumes it (from its last.ckpt, had it written one)
+        assert read_results(tmp_path / "sweep" / f"job{idx}") is None
+    assert not (tmp_path / "sweep" / "job2").exists()  # nothing started after the signal
+
+
+def test_more_parallel_jobs_than_devices_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as stop:
+        launcher(tmp_path, monkeypatch, n_parallel=3, devices=["0", "1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: hydra.launcher.n_parallel=3 needs a device per job")
+    assert err.count("\n") == 1
+
+
 # ---- the real commands ------------------------------------------------------------------------
 
 TINY = [
@@ -222,14 +394,19 @@ def env(extra_path: Path | None = None) -> dict[str, str]:
     }
 
 
-def sweep(sweep_dir: Path, *overrides: str, extra_path: Path | None = None):
+def sweep(
+    sweep_dir: Path,
+    *overrides: str,
+    extra_path: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+):
     return subprocess.run(
         [sys.executable, "-m", "alexnet.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=REPO,
-        env=env(extra_path),
+        env={**env(extra_path), **(extra_env or {})},
     )
 
 
@@ -364,6 +541,28 @@ def test_killed_or_crashed_job_process_fails_only_its_cell_and_is_retried(tmp_pa
     assert read_results(killed / ATTEMPTS / "1")["error"].startswith("killed by SIGKILL")
     assert read_results(killed)["status"] == "failed"
     assert not (ok / ATTEMPTS).exists()
+
+
+@pytest.mark.slow
+def test_parallel_grid_from_the_command_line(tmp_path):
+    out = tmp_path / "sweep"
+    grid = [
+        "experiment=cifar_lrn",
+        "model.lrn=true",
+        "seed=0,1",
+        "hydra.launcher.module=fake_job",
+        "hydra.launcher.n_parallel=2",
+        "hydra.launcher.devices=[0,1]",
+    ]
+    proc = sweep(out, *grid, extra_path=HELPERS, extra_env={"FAKE_JOB_SLEEP": "1.5"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [json.loads(p.read_text()) for p in sorted(out.glob("*/env.json"))]
+    assert sorted(s["CUDA_VISIBLE_DEVICES"] for s in seen) == ["0", "1"]
+    assert max(s["start"] for s in seen) < min(s["end"] for s in seen)
+    assert all(r["status"] == "ok" for r in results_by_dir(out).values())
+    logged = proc.stdout + proc.stderr
+    assert "Launching 2 jobs, up to 2 at a time" in logged
+    assert re.search(r"#0 started on GPU 0", logged) and re.search(r"#1 started on GPU 1", logged)
 
 
 @pytest.mark.slow

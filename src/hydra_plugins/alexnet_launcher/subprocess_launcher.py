@@ -1,4 +1,5 @@
-"""A Hydra launcher that runs every job of a multirun in its own process, one after the other.
+"""A Hydra launcher that runs every job of a multirun in its own process, one after the other or
+(``hydra.launcher.n_parallel``) several at once, each on its own device.
 
 Hydra's basic launcher runs all jobs in the sweep's own process: a job that segfaults, is
 killed by the out-of-memory killer or leaves the GPU in a bad state takes the whole grid with it,
@@ -10,6 +11,10 @@ fresh ``python -m <entry module> <its overrides> hydra.run.dir=<its job dir>``, 
   same command into the same ``hydra.sweep.dir`` finishes an interrupted grid;
 - Ctrl-C stops the job and the sweep.
 
+With ``hydra.launcher.n_parallel=N`` up to N jobs run at once, in job order, each pinned to its
+own GPU (``hydra.launcher.devices``) and given 1/N of the CPU's threads (``parallel.job_slots``);
+the rules above hold for each job, and Ctrl-C or SIGTERM stops every running job.
+
 Each job is a single process: never DDP inside a multirun (Lightning re-launches the script for
 its extra ranks, which under ``-m`` would re-run the sweep). Selected in ``conf/train.yaml`` with
 ``override hydra/launcher: subprocess``; ``hydra/launcher=basic`` brings Hydra's back.
@@ -18,6 +23,7 @@ its extra ranks, which under ``-m`` would re-run the sweep). Selected in ``conf/
 import hashlib
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -26,7 +32,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -45,12 +51,18 @@ from alexnet.training.multirun import (
     set_aside_record,
 )
 from alexnet.training.record import Status, read_results, write_results
+from hydra_plugins.alexnet_launcher.parallel import (
+    STDERR_TAIL,
+    JobProcess,
+    Slot,
+    job_slots,
+    usable_cpus,
+)
 
 log = logging.getLogger(__name__)
 
 # Hydra overrides of the sweep that must not reach a job: the job is a single run in its own dir.
 NOT_FOR_JOBS = ("hydra.mode=", "hydra.run.dir=")
-STDERR_TAIL = 8192  # bytes of a job's stderr kept to explain a death without results.json
 MAX_SUBDIR = 120  # characters; longer job dir names get shortened (file names stop at 255)
 
 
@@ -61,6 +73,11 @@ class SubprocessLauncherConf:
     # (No `from __future__ import annotations` in this file: Hydra's plugin scanner runs it
     # before it is in sys.modules, where dataclasses would look string annotations up.)
     module: Optional[str] = None  # noqa: UP045 (OmegaConf reads Optional, not `str | None`)
+    # How many jobs run at once, each in its own process on its own device.
+    n_parallel: int = 1
+    # Each job slot's CUDA_VISIBLE_DEVICES (`[0,1]`; a device listed twice is shared by two
+    # slots); null: the visible GPUs, one per slot, or none on a machine without.
+    devices: Optional[list[str]] = None  # noqa: UP045
 
 
 ConfigStore.instance().store(
@@ -178,10 +195,39 @@ class Preempted(Exception):
         self.stderr_tail = stderr_tail
 
 
+def next_ended(done: queue.Queue) -> JobProcess:
+    """The next job process to end. Waits a second at a time: were a signal delivered to
+    another thread, its Python handler (SIGTERM's, Ctrl-C's) would still run within a second."""
+    while True:
+        try:
+            return done.get(timeout=1.0)
+        except queue.Empty:
+            pass
+
+
+class ParallelJob(NamedTuple):
+    """A job of a parallel sweep, ready to start, then (``process``) running."""
+
+    overrides: list[str]  # the job's own, as Hydra gave them
+    run_overrides: list[str]  # what it runs with (ckpt_path added when it resumes)
+    job_dir: Path
+    cmd: list[str]
+    env: dict[str, str]  # the sweep's; the slot adds its device and threads
+    process: Optional[JobProcess] = None  # noqa: UP045
+
+
 class SubprocessLauncher(Launcher):
-    def __init__(self, module: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str | None = None,
+        n_parallel: int = 1,
+        devices: Sequence[object] | None = None,
+    ) -> None:
         super().__init__()
         self.module = module
+        self.n_parallel = n_parallel
+        self.devices = devices
+        self.slots: list[Slot] = []
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -190,6 +236,14 @@ class SubprocessLauncher(Launcher):
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        # before the sweep writes anything: too few devices is the user's to fix, in one line
+        try:
+            self.slots = job_slots(self.n_parallel, self.devices, os.environ, usable_cpus())
+        except ValueError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -200,13 +254,21 @@ class SubprocessLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         module = self.module or entry_module()
-        log.info("Launching %d jobs, one process each (python -m %s)", len(job_overrides), module)
+        if len(self.slots) > 1:
+            return self._launch_parallel(module, job_overrides, initial_job_idx, sweep_dir)
+        [slot] = self.slots
+        log.info(
+            "Launching %d jobs, one process each (python -m %s)%s",
+            len(job_overrides),
+            module,
+            f", on {slot.where}" if slot.where else "",
+        )
         returns = []
         varying = varying_keys(job_overrides)
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             job_dir = self._job_dir(list(overrides), idx, varying)
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            returns.append(self._run(module, list(overrides), job_dir, sweep_dir))
+            returns.append(self._run(module, list(overrides), job_dir, sweep_dir, slot))
         return returns
 
     def _metric(self) -> str | None:
@@ -230,24 +292,26 @@ class SubprocessLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = saved
 
-    def _run(self, module: str, overrides: list[str], job_dir: Path, sweep_dir: Path) -> JobReturn:
-        job_dir = job_dir.resolve()
-        ret = JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED)
+    def _prepare(self, overrides: list[str], job_dir: Path, lead: str) -> list[str] | None:
+        """Ready ``job_dir`` for the job: None when it is done already (skip it), else the
+        overrides to run it with (``ckpt_path`` added when it resumes)."""
         if is_done(job_dir):
-            log.info("\t   done already (%s): skipped", job_dir / "results.json")
-            ret.return_value = objective(read_results(job_dir), self._metric())
-            return ret
+            log.info("%sdone already (%s): skipped", lead, job_dir / "results.json")
+            return None
         resume = resume_point(job_dir)
         if resume is not None:
             set_aside_record(job_dir)  # checkpoints, csv/ and the rest stay: the job goes on
-            log.info("\t   unfinished: resuming from %s", resume)
-            overrides = [*overrides, f"ckpt_path={quote_override_value(str(resume))}"]
-        else:
-            set_aside_previous_attempt(job_dir)
+            log.info("%sunfinished: resuming from %s", lead, resume)
+            return [*overrides, f"ckpt_path={quote_override_value(str(resume))}"]
+        set_aside_previous_attempt(job_dir)
+        return overrides
+
+    def _command(self, module: str, overrides: list[str], job_dir: Path) -> list[str]:
+        assert self.config is not None
         hydra_overrides = [
             o for o in self.config.hydra.overrides.hydra if not o.startswith(NOT_FOR_JOBS)
         ]
-        cmd = [
+        return [
             sys.executable,
             "-m",
             module,
@@ -255,7 +319,39 @@ class SubprocessLauncher(Launcher):
             *hydra_overrides,
             f"hydra.run.dir={quote_override_value(str(job_dir))}",
         ]
-        env = {**os.environ, SWEEP_DIR_ENV: str(sweep_dir)}
+
+    def _record_death(
+        self, job_dir: Path, overrides: list[str], returncode: int, stderr_tail: str, start: float
+    ) -> dict:
+        """The job's `results.json`; written first when the job died before it could say how
+        it ended."""
+        assert self.config is not None
+        results = read_results(job_dir)
+        if results is None:
+            results = failure(
+                Status.FAILED,
+                describe_exit(returncode, stderr_tail),
+                task_name=self.config.get("task_name"),
+                overrides=overrides,
+                wall_time_s=time.perf_counter() - start,
+            )
+            write_results(job_dir, results)
+        return results
+
+    def _return(self, overrides: list[str], results: dict | None) -> JobReturn:
+        ret = JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED)
+        ret.return_value = objective(results, self._metric())
+        return ret
+
+    def _run(
+        self, module: str, overrides: list[str], job_dir: Path, sweep_dir: Path, slot: Slot
+    ) -> JobReturn:
+        job_dir = job_dir.resolve()
+        run_overrides = self._prepare(overrides, job_dir, "\t   ")
+        if run_overrides is None:
+            return self._return(overrides, read_results(job_dir))
+        cmd = self._command(module, run_overrides, job_dir)
+        env = {**os.environ, SWEEP_DIR_ENV: str(sweep_dir), **slot.env}
         start = time.perf_counter()
         try:
             returncode, stderr_tail = run_streaming(cmd, env)
@@ -267,20 +363,141 @@ class SubprocessLauncher(Launcher):
             stop = None
         if returncode == -signal.SIGINT or returncode == 130:
             raise KeyboardInterrupt
-        results = read_results(job_dir)
-        if results is None:  # the job died before it could say how it ended
-            results = failure(
-                Status.FAILED,
-                describe_exit(returncode, stderr_tail),
-                task_name=self.config.get("task_name"),
-                overrides=overrides,
-                wall_time_s=time.perf_counter() - start,
-            )
-            write_results(job_dir, results)
+        results = self._record_death(job_dir, run_overrides, returncode, stderr_tail, start)
         if stop is not None:
             log.warning("\t   SIGTERM: the grid stops here; the same command resumes it")
             raise SystemExit(128 + signal.SIGTERM)
         if results.get("status") != Status.OK:
             log.warning("\t   job failed: %s", results.get("error"))
-        ret.return_value = objective(results, self._metric())
-        return ret
+        return self._return(overrides, results)
+
+    def _launch_parallel(
+        self,
+        module: str,
+        job_overrides: Sequence[Sequence[str]],
+        initial_job_idx: int,
+        sweep_dir: Path,
+    ) -> list[JobReturn]:
+        """Up to one job per slot at a time, started in job order; returns in job order.
+
+        SIGTERM (a scheduler's notice) is passed on to every running job, which saves its
+        `last.ckpt` and records `preempted`; no job starts after it, and once the running ones
+        have ended the sweep exits 143. Ctrl-C stops the running jobs the same way and raises
+        KeyboardInterrupt once they have ended. Either way the same command resumes the grid.
+        """
+        log.info(
+            "Launching %d jobs, up to %d at a time, one process each (python -m %s): %s",
+            len(job_overrides),
+            len(self.slots),
+            module,
+            "; ".join(f"slot {i} on {slot.where}" for i, slot in enumerate(self.slots)),
+        )
+        varying = varying_keys(job_overrides)
+        todo = deque(enumerate(job_overrides, start=initial_job_idx))
+        free = deque(range(len(self.slots)))
+        running: dict[int, ParallelJob] = {}
+        done: queue.Queue[JobProcess] = queue.Queue()
+        returns: dict[int, JobReturn] = {}
+        stopped_by: list[int] = []  # the signal that stops the sweep, once one has
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            stopped_by.append(signum)
+            for job in list(running.values()):
+                job.process.signal(signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            try:
+                while running or (todo and not stopped_by):
+                    while todo and free and not stopped_by:
+                        idx, overrides = todo.popleft()
+                        job_dir = self._job_dir(list(overrides), idx, varying).resolve()
+                        job = self._ready(module, idx, list(overrides), job_dir, sweep_dir)
+                        if isinstance(job, JobReturn):  # done already
+                            returns[idx] = job
+                            continue
+                        if stopped_by:  # a SIGTERM while it was readied: the next run starts it
+                            break
+                        slot = free.popleft()
+                        env = {**job.env, **self.slots[slot].env}
+                        running[idx] = job._replace(
+                            process=JobProcess(idx, slot, job.cmd, env, done)
+                        )
+                        log.info("\t#%d started on %s", idx, self.slots[slot].where)
+                        if stopped_by:  # the SIGTERM came while it started
+                            running[idx].process.signal(signal.SIGTERM)
+                    if not running:
+                        continue
+                    process = next_ended(done)
+                    free.append(process.slot)
+                    finished = running.pop(process.idx)
+                    returns[process.idx] = self._finish(finished, stopping=bool(stopped_by))
+            except KeyboardInterrupt:
+                self._stop_running(running, done)
+                raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if stopped_by:
+            log.warning("\tSIGTERM: the grid stops here; the same command resumes it")
+            raise SystemExit(128 + signal.SIGTERM)
+        return [returns[i] for i in range(initial_job_idx, initial_job_idx + len(job_overrides))]
+
+    def _ready(
+        self, module: str, idx: int, overrides: list[str], job_dir: Path, sweep_dir: Path
+    ) -> ParallelJob | JobReturn:
+        """Ready job ``idx`` to start; what it returns when it is done already."""
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        run_overrides = self._prepare(overrides, job_dir, f"\t#{idx} ")
+        if run_overrides is None:
+            return self._return(overrides, read_results(job_dir))
+        # Python jobs write their stdout unbuffered: it is a pipe here, and a job's lines should
+        # reach the terminal when written, not a block at a time.
+        env = {**os.environ, SWEEP_DIR_ENV: str(sweep_dir), "PYTHONUNBUFFERED": "1"}
+        cmd = self._command(module, run_overrides, job_dir)
+        return ParallelJob(overrides, run_overrides, job_dir, cmd, env)
+
+    def _finish(self, job: ParallelJob, stopping: bool) -> JobReturn:
+        """Record how a job's process ended (unless it was stopped with the sweep and left no
+        record: then it resumes, as a job killed with its sweep does)."""
+        process = job.process
+        if not stopping and process.returncode in (-signal.SIGINT, 130):
+            raise KeyboardInterrupt  # a job's own Ctrl-C stops the sweep, as with one at a time
+        if stopping and read_results(job.job_dir) is None:
+            log.warning("\t#%d stopped: the same command resumes it", process.idx)
+            return self._return(job.overrides, None)
+        results = self._record_death(
+            job.job_dir,
+            job.run_overrides,
+            process.returncode,
+            process.stderr_tail,
+            process.start,
+        )
+        status, error = results.get("status"), results.get("error")
+        wall = time.perf_counter() - process.start
+        if status == Status.OK:
+            log.info("\t#%d finished (%.0f s)", process.idx, wall)
+        else:
+            log.warning("\t#%d %s%s", process.idx, status, f": {error}" if error else "")
+        return self._return(job.overrides, results)
+
+    def _stop_running(self, running: dict[int, ParallelJob], done: queue.Queue) -> None:
+        """Ctrl-C: SIGTERM to every running job, then wait for each to end; a second Ctrl-C
+        kills them (a killed job still resumes from its last checkpoint)."""
+        if not running:
+            return
+        log.warning(
+            "\tCtrl-C: stopping %d running jobs; the same command resumes them", len(running)
+        )
+        for job in running.values():
+            job.process.signal(signal.SIGTERM)
+        try:
+            while running:
+                process = next_ended(done)
+                self._finish(running.pop(process.idx), stopping=True)
+        except KeyboardInterrupt:
+            log.warning("\tCtrl-C again: killing the running jobs")
+            for job in running.values():
+                job.process.signal(signal.SIGKILL)
+            while running:
+                running.pop(next_ended(done).idx)
+            raise
