@@ -191,10 +191,10 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
 def main(cfg: DictConfig) -> Any:
     """Returns the run's results, or with `optimized_metric` set its value (for sweepers)."""
     torch.set_float32_matmul_precision("high")
-    metric = cfg.get("optimized_metric")
+    metric, if_failed = cfg.get("optimized_metric"), cfg.get("objective_if_failed")
     if sweep_dir_of_job() is not None:
         # one job of a grid: skip it when done, record a failure
-        return objective(run_sweep_job(cfg, train), metric)
+        return objective(run_sweep_job(cfg, train), metric, if_failed)
     try:
         return objective(train(cfg), metric)
     except Preempted as stop:

@@ -65,6 +65,7 @@ class Train:
     compile: bool = MISSING
     channels_last: Any = MISSING  # auto | true | false
     optimized_metric: str | None = MISSING
+    objective_if_failed: float | None = MISSING
     paths: Paths = field(default_factory=Paths)
     figures: Figures = field(default_factory=Figures)
     data: Any = MISSING

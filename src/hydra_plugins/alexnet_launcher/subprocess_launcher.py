@@ -209,10 +209,12 @@ class SubprocessLauncher(Launcher):
             returns.append(self._run(module, list(overrides), job_dir, sweep_dir))
         return returns
 
-    def _metric(self) -> str | None:
-        """The sweep's `optimized_metric` (the one number an optimising sweeper reads)."""
+    def _objective(self, results: dict | None):
+        """What the sweeper reads of a job: its results, or with `optimized_metric` set that one
+        number (`objective_if_failed` for a job that did not finish, when set)."""
         assert self.config is not None
-        return self.config.get("optimized_metric")
+        cfg = self.config
+        return objective(results, cfg.get("optimized_metric"), cfg.get("objective_if_failed"))
 
     def _job_dir(self, overrides: list[str], idx: int, varying: set[str]) -> Path:
         """Where Hydra's basic launcher would put the job, ``hydra.sweep.dir/hydra.sweep.subdir``
@@ -235,7 +237,7 @@ class SubprocessLauncher(Launcher):
         ret = JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED)
         if is_done(job_dir):
             log.info("\t   done already (%s): skipped", job_dir / "results.json")
-            ret.return_value = objective(read_results(job_dir), self._metric())
+            ret.return_value = self._objective(read_results(job_dir))
             return ret
         resume = resume_point(job_dir)
         if resume is not None:
@@ -282,5 +284,5 @@ class SubprocessLauncher(Launcher):
             raise SystemExit(128 + signal.SIGTERM)
         if results.get("status") != Status.OK:
             log.warning("\t   job failed: %s", results.get("error"))
-        ret.return_value = objective(results, self._metric())
+        ret.return_value = self._objective(results)
         return ret
