@@ -63,6 +63,7 @@ class Train:
     ckpt_path: str | None = MISSING
     test: bool = MISSING
     compile: bool = MISSING
+    lr_find: bool = MISSING
     channels_last: Any = MISSING  # auto | true | false
     optimized_metric: str | None = MISSING
     objective_if_failed: float | None = MISSING
