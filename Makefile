@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,optuna]"
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the package with its dev tools

@@ -35,6 +35,7 @@ from alexnet.parallel.launch import log_on_rank_zero, mark_rank_from_env, prepar
 from alexnet.training import record
 from alexnet.training.callbacks import SpeedMonitor
 from alexnet.training.figure_callbacks import figure_callbacks, figures_at_train_end
+from alexnet.training.lr_find import find_lr
 from alexnet.training.multirun import (
     AUTO,
     auto_ckpt_path,
@@ -70,6 +71,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_data(cfg)
     module = build_module(cfg)
+    if cfg.get("lr_find"):
+        return run_lr_find(cfg, module, datamodule, output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     parameters = sum(p.numel() for p in module.parameters())
     origin = provenance(cfg)  # commit, versions, device: in W&B's config as in results.json
@@ -127,6 +130,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         finish_wandb()
+
+
+def run_lr_find(cfg: DictConfig, module, datamodule, output_dir: Path) -> dict[str, Any]:
+    """The learning-rate range test instead of training (`lr_find=true`); returns what
+    `lr_find.json` holds. Its trainer is the run's, minus loggers, callbacks and checkpoints."""
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=bool(cfg.callbacks.get("progress_bar")),
+        max_epochs=-1,  # the test's step count ends it, however few batches an epoch has
+    )
+    prepare_parallel(trainer, datamodule)
+    lr = cfg.optim.get("lr")
+    return find_lr(trainer, module, datamodule, output_dir, lr, provenance(cfg))
 
 
 def provenance(cfg: DictConfig) -> dict[str, Any]:
@@ -192,10 +211,10 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
 def main(cfg: DictConfig) -> Any:
     """Returns the run's results, or with `optimized_metric` set its value (for sweepers)."""
     torch.set_float32_matmul_precision("high")
-    metric = cfg.get("optimized_metric")
+    metric, if_failed = cfg.get("optimized_metric"), cfg.get("objective_if_failed")
     if sweep_dir_of_job() is not None:
         # one job of a grid: skip it when done, record a failure
-        return objective(run_sweep_job(cfg, train), metric)
+        return objective(run_sweep_job(cfg, train), metric, if_failed)
     try:
         return objective(train(cfg), metric)
     except Preempted as stop:

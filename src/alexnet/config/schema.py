@@ -63,8 +63,10 @@ class Train:
     ckpt_path: str | None = MISSING
     test: bool = MISSING
     compile: bool = MISSING
+    lr_find: bool = MISSING
     channels_last: Any = MISSING  # auto | true | false
     optimized_metric: str | None = MISSING
+    objective_if_failed: float | None = MISSING
     paths: Paths = field(default_factory=Paths)
     figures: Figures = field(default_factory=Figures)
     data: Any = MISSING

@@ -36,6 +36,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from alexnet.config.schema import SCHEMAS, unknown_key
 from alexnet.training.checkpoints import CheckpointError, check_checkpoint
+from alexnet.training.multirun import sweep_dir_of_job
 
 MISSING = object()
 STAGES = ("train", "eval", "data")
@@ -214,6 +215,21 @@ class _Checks:
             raise ConfigError(problem)
         if self.get("channels_last") != "auto":
             self.boolean("channels_last")
+        if self.stage == "train" and self.get("lr_find", False):
+            self.lr_find()
+
+    def lr_find(self) -> None:
+        """The range test starts from the initial weights and stops the run after it."""
+        if self.get("trainer.fast_dev_run", False):
+            raise self.fail("lr_find", "finds nothing under trainer.fast_dev_run", "drop one")
+        if self.get("ckpt_path", None) is not None:
+            raise self.fail(
+                "lr_find",
+                "tests rates from the initial weights and never resumes",
+                "drop ckpt_path",
+            )
+        if sweep_dir_of_job() is not None:
+            raise self.fail("lr_find", "stops after the range test", "run it alone, not in a sweep")
 
     def output_dir(self) -> None:
         out = self.get("paths.output_dir", None)

@@ -171,14 +171,20 @@ def auto_ckpt_path(run_dir: str | Path) -> Path | None:
     return None
 
 
-def objective(results: dict[str, Any] | None, metric: str | None) -> Any:
+def objective(
+    results: dict[str, Any] | None, metric: str | None, if_failed: float | None = None
+) -> Any:
     """What a run returns to Hydra: `results` itself, or with `optimized_metric` set the one
-    number a sweeper minimises (Optuna, ...); NaN for a run that did not finish or never logged
-    it, which optimisers count as a failed trial."""
+    number a sweeper minimises (Optuna, ...). A run that did not finish returns `if_failed`
+    (`objective_if_failed`) when given, else NaN, as does a finished run that never logged the
+    metric; optimisers count NaN as a failed trial."""
     if not metric:
         return results
     value = ((results or {}).get("metrics") or {}).get(metric)
-    return float(value) if value is not None else float("nan")
+    if value is not None:
+        return float(value)
+    finished = (results or {}).get("status") == Status.OK
+    return float(if_failed) if if_failed is not None and not finished else float("nan")
 
 
 def sweep_dir_of_job() -> Path | None:

@@ -271,10 +271,12 @@ class SubprocessLauncher(Launcher):
             returns.append(self._run(module, list(overrides), job_dir, sweep_dir, slot))
         return returns
 
-    def _metric(self) -> str | None:
-        """The sweep's `optimized_metric` (the one number an optimising sweeper reads)."""
+    def _objective(self, results: dict | None):
+        """What the sweeper reads of a job: its results, or with `optimized_metric` set that one
+        number (`objective_if_failed` for a job that did not finish, when set)."""
         assert self.config is not None
-        return self.config.get("optimized_metric")
+        cfg = self.config
+        return objective(results, cfg.get("optimized_metric"), cfg.get("objective_if_failed"))
 
     def _job_dir(self, overrides: list[str], idx: int, varying: set[str]) -> Path:
         """Where Hydra's basic launcher would put the job, ``hydra.sweep.dir/hydra.sweep.subdir``
@@ -340,7 +342,7 @@ class SubprocessLauncher(Launcher):
 
     def _return(self, overrides: list[str], results: dict | None) -> JobReturn:
         ret = JobReturn(overrides=overrides, working_dir=os.getcwd(), status=JobStatus.COMPLETED)
-        ret.return_value = objective(results, self._metric())
+        ret.return_value = self._objective(results)
         return ret
 
     def _run(
