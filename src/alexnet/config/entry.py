@@ -24,7 +24,8 @@ from alexnet.training.checkpoints import init_from_checkpoint
 from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteLoss
 
-CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+# Found through the package (alexnet/conf links to the top-level conf/), so an installed wheel runs.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:
