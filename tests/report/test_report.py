@@ -52,6 +52,18 @@ def lrn_pool_sweep(sweep, skip=(), fail=(), incomplete=(), curves=True):
     return multirun
 
 
+def test_a_job_the_launcher_resumed_is_still_its_cell(tmp_path):
+    # The launcher resumes an interrupted job with `ckpt_path=<its last.ckpt>` added to its
+    # overrides (and the command may carry ckpt_path=auto): where a run resumed from is not
+    # part of which cell it is.
+    multirun = write_multirun(tmp_path, {"seed": "0,1"}, ["model.lrn=true", "ckpt_path=auto"])
+    first, second = expand_grid(multirun)
+    write_job(tmp_path, first, name="seed=0")
+    write_job(tmp_path, [*second, "ckpt_path='/runs/seed=1/checkpoints/last.ckpt'"], name="seed=1")
+    sweep = read_sweep(tmp_path)
+    assert [job.status for job in sweep.jobs] == ["ok", "ok"] and not sweep.stale
+
+
 def test_expand_grid_as_hydra_does(tmp_path):
     multirun = write_multirun(
         tmp_path,

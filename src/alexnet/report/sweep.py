@@ -255,6 +255,12 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return found
 
 
+def _cell_key(overrides: Iterable[str]) -> frozenset[str]:
+    """Which job of the grid a job dir is: its overrides, less where it resumed from (the launcher
+    adds ``ckpt_path=<last.ckpt>`` to a job it resumes)."""
+    return frozenset(o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "ckpt_path")
+
+
 def read_sweep(sweep_dir: str | Path) -> Sweep:
     """The sweep in ``sweep_dir``. Raises FileNotFoundError when it holds no sweep at all."""
     sweep_dir = Path(sweep_dir)
@@ -273,8 +279,8 @@ def read_sweep(sweep_dir: str | Path) -> Sweep:
     grid = expand_grid(multirun) if multirun else None
     if grid is None:  # trust the job dirs
         grid = [job.overrides for job in found]
-    by_overrides = {frozenset(job.overrides): job for job in found}
-    jobs = [by_overrides.pop(frozenset(o), None) or Job(overrides=tuple(o)) for o in grid]
+    by_overrides = {_cell_key(job.overrides): job for job in found}
+    jobs = [by_overrides.pop(_cell_key(o), None) or Job(overrides=tuple(o)) for o in grid]
     stale = list(by_overrides.values())
     factors, levels = _factors(grid)
     return Sweep(sweep_dir, jobs, factors, levels, stale, multirun)
