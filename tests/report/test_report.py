@@ -10,6 +10,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from alexnet.report import main, write_report
+from alexnet.report.analysis import fmt_speedup
 from alexnet.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from alexnet.report.convergence import first_reaching
 from alexnet.report.sweep import expand_grid, read_sweep
@@ -397,6 +398,22 @@ def test_relu_vs_tanh_when_tanh_never_gets_there(tmp_path):
     s = write_report(tmp_path, wandb=False).speedup
     assert s.ratio is None and s.lower_bound == pytest.approx(20 / (4 * 4 * 5) ** (1 / 3))
     assert s.verdict == REPRODUCED and "tanh never reached 25% in 20 epochs" in s.reason
+
+
+def test_a_censored_speedup_is_a_lower_bound_never_rounded_up(tmp_path):
+    # tanh needs more than 30 epochs, ReLU 8: the speed-up is above 3.75, which is not above 3.8
+    relu_tanh_sweep(
+        tmp_path,
+        {
+            ("relu", "0.01"): [8, 8, 8],
+            ("relu", "0.02"): [9, 9, 9],
+            ("tanh", "0.01"): [None] * 3,
+            ("tanh", "0.02"): [None] * 3,
+        },
+        max_epochs=30,
+    )
+    report = write_report(tmp_path, wandb=False)
+    assert fmt_speedup(report.speedup).startswith("speed-up > 3.75x")
 
 
 def test_no_sweep_is_one_clear_line(tmp_path, capsys):

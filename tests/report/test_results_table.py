@@ -90,6 +90,18 @@ def test_rows_from_a_grid_report_and_a_single_run(tmp_path):
     assert "not run yet" in towers and "make ablate GRID=towers" in towers
 
 
+def test_a_censored_speedup_reads_as_a_lower_bound(tmp_path):
+    # tanh never got to 25% training error: the report's mean is the bound, with no CI and no n
+    _job(tmp_path / "relu_vs_tanh_cpu" / "model.activation=relu,seed=0")
+    (tmp_path / "relu_vs_tanh_cpu" / "report.csv").write_text(
+        "section,name,metric,n,mean,ci_low,ci_high,paper,verdict,detail\n"
+        "claim,relu_vs_tanh,tanh/relu epochs to 25% train err,,3.750000000000001,,,6,"
+        "reproduced,tanh never reached 25% in 30 epochs\n"
+    )
+    relu = next(line for line in render(tmp_path).splitlines() if line.startswith("| ReLU"))
+    assert "| > 3.75x (tanh never reached 25% in 30 epochs) | reproduced |" in relu
+
+
 def test_readme_block_is_rewritten_in_place(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n{BEGIN}\nold\n{END}\n\nrest\n")

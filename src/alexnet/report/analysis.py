@@ -17,7 +17,7 @@ from alexnet.report.claims import (
     factor_contrasts,
     judge,
 )
-from alexnet.report.convergence import CellSpeed, Speedup, cell_speed, speedup
+from alexnet.report.convergence import CellSpeed, Speedup, at_least, cell_speed, speedup
 from alexnet.report.stats import Estimate, mean_ci
 from alexnet.report.sweep import OK, Cell, Job, Sweep
 
@@ -128,7 +128,8 @@ def fmt_speedup(s: Speedup) -> str:
             f"{s.tanh.cell.label}: {_time_to_25(s.tanh)})"
         )
     if s.lower_bound is not None:
-        return f"speed-up > {s.lower_bound:.1f}x (ReLU {s.relu.cell.label}: {_time_to_25(s.relu)})"
+        relu = f"ReLU {s.relu.cell.label}: {_time_to_25(s.relu)}"
+        return f"speed-up {at_least(s.lower_bound)} ({relu})"
     return "no speed-up measurable"
 
 

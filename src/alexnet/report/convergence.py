@@ -120,6 +120,11 @@ class Speedup:
     reason: str
 
 
+def at_least(bound: float) -> str:
+    """A censored speed-up as text: "> x" with x rounded down (3.75 is not "> 3.8")."""
+    return f"> {math.floor(bound * 100 + 1e-9) / 100:.2f}x"
+
+
 def _fastest(speeds: Sequence[CellSpeed]) -> CellSpeed | None:
     reached = [s for s in speeds if s.all_reached]
     return min(reached, key=lambda s: s.geo_mean) if reached else None
@@ -159,7 +164,7 @@ def speedup(cells: Sequence[Cell], level: float = 0.95) -> Speedup | None:
             None,
             bound,
             verdict_,
-            f"tanh never reached 25% in {run} epochs: speed-up > {bound:.1f}x",
+            f"tanh never reached 25% in {run} epochs",  # the bound: fmt_speedup
         )
     logs = contrast_ci(
         [(1.0, [math.log(e) for e in tanh.epochs]), (-1.0, [math.log(e) for e in relu.epochs])],
@@ -183,4 +188,12 @@ def speedup(cells: Sequence[Cell], level: float = 0.95) -> Speedup | None:
     return Speedup(relu, tanh, ratio, None, verdict_, reason)
 
 
-__all__ = ["CellSpeed", "Speedup", "THRESHOLD", "cell_speed", "first_reaching", "speedup"]
+__all__ = [
+    "CellSpeed",
+    "Speedup",
+    "THRESHOLD",
+    "at_least",
+    "cell_speed",
+    "first_reaching",
+    "speedup",
+]
