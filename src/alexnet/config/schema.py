@@ -56,8 +56,16 @@ class Figures:
 
 
 @dataclass
-class Train:
+class Entry:
+    """What every entry config holds."""
+
     task_name: str = MISSING
+    paths: Paths = field(default_factory=Paths)
+    data: Any = MISSING
+
+
+@dataclass
+class Train(Entry):
     tags: list[str] = field(default_factory=list)
     seed: int = MISSING
     ckpt_path: str | None = MISSING
@@ -67,9 +75,7 @@ class Train:
     channels_last: Any = MISSING  # auto | true | false
     optimized_metric: str | None = MISSING
     objective_if_failed: float | None = MISSING
-    paths: Paths = field(default_factory=Paths)
     figures: Figures = field(default_factory=Figures)
-    data: Any = MISSING
     model: Any = MISSING
     aug: Any = MISSING
     optim: Any = MISSING
@@ -80,42 +86,33 @@ class Train:
 
 
 @dataclass
-class Eval:
-    task_name: str = MISSING
+class Eval(Entry):
     ckpt_path: str = MISSING
     split: Split = MISSING
     seed: int = MISSING
-    paths: Paths = field(default_factory=Paths)
-    data: Any = MISSING
     aug: Any = MISSING
     trainer: Any = MISSING
     figures: Any = None  # set by debug presets for training (debug=limit); evaluation ignores it
 
 
 @dataclass
-class FiguresEntry:
-    task_name: str = MISSING
+class FiguresEntry(Entry):
     ckpt_path: str = MISSING
     out_dir: str | None = MISSING
     seed: int = MISSING
-    paths: Paths = field(default_factory=Paths)
     figures: Figures = field(default_factory=Figures)
-    data: Any = MISSING
     aug: Any = MISSING
     logger: Any = MISSING
 
 
 @dataclass
-class Bench:
-    task_name: str = MISSING
+class Bench(Entry):
     device: str = MISSING
     profile: str = MISSING
     sections: list[str] = MISSING
     compile: bool = MISSING
     output: str | None = MISSING
     only: list[str] | None = MISSING
-    paths: Paths = field(default_factory=Paths)
-    data: Any = MISSING
     model: Any = MISSING
     profiles: Any = MISSING
     variants: Any = MISSING
