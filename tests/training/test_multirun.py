@@ -320,8 +320,21 @@ def test_parallel_rerun_skips_finished_jobs_and_retries_failed_ones(tmp_path, mo
     assert read_results(tmp_path / "sweep" / "job1" / ATTEMPTS / "1")["status"] == "failed"
 
 
+@pytest.fixture
+def default_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in a fresh process, whatever an earlier test in this
+    process left behind."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
-def test_a_stopped_parallel_sweep_stops_every_job_and_resumes_them(tmp_path, monkeypatch, signum):
+def test_a_stopped_parallel_sweep_stops_every_job_and_resumes_them(
+    tmp_path, monkeypatch, signum, default_ctrl_c
+):
     import signal
     import threading
     import time
@@ -335,7 +348,8 @@ def test_a_stopped_parallel_sweep_stops_every_job_and_resumes_them(tmp_path, mon
             if all((tmp_path / "sweep" / f"job{i}" / "env.json").is_file() for i in (0, 1)):
                 break
             time.sleep(0.05)
-        os.kill(os.getpid(), getattr(signal, signum))  # Ctrl-C or a scheduler's notice
+        # Ctrl-C or a scheduler's notice, to the main thread, as a terminal's Ctrl-C reaches it
+        signal.pthread_kill(threading.main_thread().ident, getattr(signal, signum))
 
     threading.Thread(target=stop_once_both_run, daemon=True).start()
     expected = SystemExit if signum == "SIGTERM" else KeyboardInterrupt
