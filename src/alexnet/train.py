@@ -8,6 +8,7 @@ the run directory.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -109,6 +110,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 metrics.update({k: float(v) for k, v in tested[0].items()})
         except (SIGTERMException, NonFiniteLoss) as stop:
             raise stopped(stop, cfg, trainer, datamodule, callbacks, output_dir) from None
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            # Lightning ends a fit or test stopped by Ctrl-C with exit(1) and Ctrl-C ignored
+            # from then on. Give Ctrl-C back and raise it again, so that it ends the run as a
+            # Ctrl-C outside fit does: a grid job records "interrupted", the sweep stops.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
         results = {
             "task_name": cfg.task_name,
             "status": record.Status.OK,
@@ -220,6 +229,14 @@ def main(cfg: DictConfig) -> Any:
     except Preempted as stop:
         print(f"preempted: {stop.message}", file=sys.stderr)
         raise
+    except KeyboardInterrupt:
+        out = cfg.paths.output_dir
+        print(
+            f"interrupted (Ctrl-C); to continue from its last checkpoint: "
+            f"hydra.run.dir={out} ckpt_path=auto",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     except USER_ERRORS as err:
         report_user_error(err)
 

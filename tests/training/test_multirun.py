@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from alexnet.report import main as report_main
@@ -34,6 +35,7 @@ from hydra_plugins.alexnet_launcher.subprocess_launcher import (
     shorten_subdir,
     varying_keys,
 )
+from tiny_run import TINY as TINY_RUN
 
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "helpers"
@@ -663,3 +665,33 @@ def test_grid_killed_mid_cell_resumes_that_cell_and_ends_bit_identical(tmp_path)
             ]
 
     assert rows_without_timing("cut") == rows_without_timing("ref")
+
+
+class CtrlCAtStep(Callback):
+    """Ctrl-C as it reaches a training: a KeyboardInterrupt in the middle of fit."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_inside_fit_records_interrupted_and_gives_ctrl_c_back(
+    tmp_path, monkeypatch, cfg_factory, default_ctrl_c
+):
+    # Lightning turns a Ctrl-C inside fit into exit(1) with Ctrl-C ignored; the job must still
+    # record "interrupted" and stop the sweep, and the process get its Ctrl-C back.
+    import signal
+
+    import alexnet.train
+
+    build = alexnet.train.build_callbacks
+    monkeypatch.setattr(alexnet.train, "build_callbacks", lambda cfg: [*build(cfg), CtrlCAtStep(2)])
+    job_dir = tmp_path / "job"
+    cfg = cfg_factory([*TINY_RUN, "data.num_workers=0"], output_dir=job_dir)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep_job(cfg, alexnet.train.train)
+    assert read_results(job_dir)["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
