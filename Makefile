@@ -35,11 +35,16 @@ figures: install ## the paper's figures for a checkpoint, into its run dir's fig
 	@test -n "$(CKPT)" || { echo "error: give the checkpoint, e.g. make figures CKPT=logs/.../checkpoints/last.ckpt"; exit 2; }
 	$(PYTHON) -m alexnet.figures ckpt_path=$(CKPT) $(ARGS)
 
-test: install ## run the test suite (slow real-data tests included)
-	$(PYTHON) -m pytest -q $(ARGS)
+# One pytest-xdist worker per core (at most four). `worksteal` starts each worker on a
+# contiguous share of the suite (a file's tests stay together: module fixtures are built once)
+# and lets an idle one take half of another's queue. One file runs plainly: pytest tests/...
+PYTEST := $(PYTHON) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
+
+test: install ## run the test suite, one worker per core (slow real-data tests included)
+	$(PYTEST) --durations=12 $(ARGS)
 
 test-fast: install ## the test suite without the slow tests
-	$(PYTHON) -m pytest -q -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 lint: install ## ruff: lint and formatting (what CI and the pre-commit hook check)
 	$(VENV)/bin/ruff check src tests

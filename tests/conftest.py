@@ -24,8 +24,10 @@ CONF_DIR = str(REPO / "conf")
 REAL_DATA = Path(os.environ.get("DATA_DIR", REPO / "data"))
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
-# Keep CPU tests on the cores CI has; more threads than cores only slows them down.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Keep CPU tests on the cores CI has, shared between pytest-xdist's workers (`make test` runs
+# one per core): more threads than cores only slows them down.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
