@@ -68,9 +68,14 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
             train(compose_config("train", logged, tmp_path))
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     run_id = state["callbacks"]["ResumeCheckpoint"]["wandb_id"]
-    (first,) = (tmp_path / "wandb").glob("offline-run-*")
-    assert first.name.endswith(f"-{run_id}")
+    assert run_ids(tmp_path) == [run_id]
 
     train(compose_config("train", logged, tmp_path))
-    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)
+    assert run_ids(tmp_path) == [run_id, run_id]
+
+
+def run_ids(run_dir: Path) -> list[str]:
+    """The W&B run id of each offline run dir, from its `run-<id>.wandb` log: the dir's name
+    gains a `-1` when two attempts start within the same second."""
+    logs = [next(d.glob("run-*.wandb")) for d in (run_dir / "wandb").glob("offline-run-*")]
+    return [log.stem.removeprefix("run-") for log in logs]
