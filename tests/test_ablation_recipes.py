@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from alexnet.figures import read_metrics_csv
 from alexnet.report.convergence import first_reaching
-from alexnet.train import train
+from alexnet.training.run import train
 from conftest import CONF_DIR
 
 FAST = [

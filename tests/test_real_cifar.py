@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet.train import train
+from alexnet.training.run import train
 from conftest import REAL_DATA
 
 STEPS = 200

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from alexnet.eval import evaluate
-from alexnet.train import train
 from alexnet.training.module import Classifier
+from alexnet.training.run import train
 from conftest import compose_config
 
 FAST = [

@@ -16,8 +16,8 @@ from alexnet.config.entry import build_data, build_module
 from alexnet.data.augment.vgg import VGGDenseEval, mean_rgb_from_stats
 from alexnet.eval import evaluate
 from alexnet.report import write_report
-from alexnet.train import train
 from alexnet.training.module import Classifier
+from alexnet.training.run import train
 from conftest import compose_config
 
 FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false"]

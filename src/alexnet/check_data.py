@@ -22,7 +22,8 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import one_line_errors
 from alexnet.config.validate import validate_config
 from alexnet.data.folder import DataError, index_folder
 from alexnet.data.images import (

@@ -18,7 +18,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.config.entry import CONF_DIR, build_data, one_line_errors
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import build_data, one_line_errors
 from alexnet.config.hardware import resolve_auto
 from alexnet.config.validate import validate_config
 from alexnet.training.module import Classifier

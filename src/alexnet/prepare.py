@@ -10,7 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import one_line_errors
 from alexnet.config.validate import validate_config
 
 

@@ -16,7 +16,8 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import one_line_errors
 from alexnet.data.folder import DataError, index_folder
 from alexnet.data.imagenet import HOW_TO_GET, ImageNetDataModule
 from alexnet.data.images import SKIPPED, count_kinds

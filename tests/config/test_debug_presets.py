@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alexnet.config.validate import validate_config
-from alexnet.train import train
+from alexnet.training.run import train
 from conftest import compose_config
 
 TINY = [
@@ -41,7 +41,7 @@ def test_profiler_writes_its_table_into_the_run_dir(tmp_path):
 def test_anomaly_detection_is_on_during_training(tmp_path, monkeypatch):
     import lightning as L
 
-    import alexnet.train as train_module
+    import alexnet.training.run as train_module
 
     seen = []
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from alexnet.config.validate import ConfigError, validate_config
+from alexnet.config import ConfigError
+from alexnet.config.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = ["data=synthetic", "trainer.accelerator=cpu"]

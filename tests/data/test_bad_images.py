@@ -22,7 +22,7 @@ from alexnet.data.augment.presets import PaperAug
 from alexnet.data.base import FolderDataset
 from alexnet.data.folder import index_folder
 from alexnet.data.images import BadImage, decode_all, flags_ok, kinds_of, open_rgb
-from alexnet.train import train
+from alexnet.training.run import train
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -119,7 +119,7 @@ def test_gpu_resident_imagenet_is_a_clear_error(cfg_factory, imagenet_folder):
 
 
 def test_training_runs_end_to_end_on_gpu_resident_data(cfg_factory, cifar_folder, tmp_path):
-    from alexnet.train import train
+    from alexnet.training.run import train
 
     cfg = cfg_factory(
         [

@@ -19,7 +19,7 @@ from alexnet.data.order import batch_seed
 from alexnet.data.stats import imagenet_default_stats
 from alexnet.data.store import JpegStore, StoreLoader, store_folder, write_store
 from alexnet.prepare_store import prepare_store
-from alexnet.train import train
+from alexnet.training.run import train
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import pickle
 import pytest
 import torch
 
-from alexnet.config.validate import ConfigError
+from alexnet.config import ConfigError
 from alexnet.eval import evaluate
-from alexnet.train import train
 from alexnet.training.checkpoints import CheckpointError, check_checkpoint, load_checkpoint
 from alexnet.training.module import Classifier
+from alexnet.training.run import train
 from conftest import compose_config
 from tiny_run import TINY, one_thread  # noqa: F401
 

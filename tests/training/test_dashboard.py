@@ -14,8 +14,8 @@ import yaml
 
 from alexnet.figures.__main__ import run_dir_of
 from alexnet.figures.render import FILES, PER_CLASS_CSV, RenderOptions
-from alexnet.train import train
 from alexnet.training.figure_callbacks import REPORT_PATTERNS, log_csv_tables
+from alexnet.training.run import train
 from alexnet.training.tracking import sweep_dir_of, wandb_identity
 from wandb_files import wandb_records
 
@@ -241,8 +241,8 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
 ):
     import wandb
 
-    import alexnet.train
     import alexnet.training.figure_callbacks
+    import alexnet.training.run
     from alexnet.figures.__main__ import log_to_new_wandb_run
 
     sweep = tmp_path / "logs" / "lrn_pool" / "multirun" / "2026-01-01_10-00-00"
@@ -260,7 +260,7 @@ def test_figures_run_of_a_sweep_job_joins_the_training_runs_group(
         seen["config"] = config
         raise Stop  # the identity is all this test needs of training
 
-    monkeypatch.setattr(alexnet.train, "start_loggers", start_loggers)
+    monkeypatch.setattr(alexnet.training.run, "start_loggers", start_loggers)
     cfg = cfg_factory([*TINY, "task_name=lrn_pool", "tags=[tiny]", *overrides], output_dir=job)
     with pytest.raises(Stop):
         train(cfg)

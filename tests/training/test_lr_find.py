@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-import alexnet.train as train_module
-from alexnet.config.validate import ConfigError, validate_config
+from alexnet.config import ConfigError
+from alexnet.config.validate import validate_config
+from alexnet.train import main
 from alexnet.training import lr_find
 from alexnet.training.multirun import SWEEP_DIR_ENV
 from conftest import compose_config
@@ -18,7 +19,7 @@ from tiny_run import TINY, one_thread  # noqa: F401
 def test_lr_find_writes_the_plot_and_the_suggestion_and_stops(tmp_path, monkeypatch):
     monkeypatch.setattr(lr_find, "STEPS", 30)  # enough points for a suggestion, in seconds
     cfg = compose_config("train", [*TINY, "lr_find=true"], tmp_path)
-    record = train_module.main(cfg)
+    record = main(cfg)
 
     saved = json.loads((tmp_path / "lr_find.json").read_text())
     assert saved["suggested_lr"] == record["suggested_lr"]

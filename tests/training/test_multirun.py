@@ -464,6 +464,9 @@ def test_tiny_lrn_pool_grid_end_to_end(tmp_path, capsys):
         assert f"model.pool={results['config']['model']['pool']}" in name
     header = next((out / name / "csv" / "metrics.csv").open()).strip().split(",")
     assert "train/images_seen" in header
+    # Lightning's lines go through the run's logging: into each job's train.log, printed once
+    assert (out / name / "train.log").read_text().count("`Trainer.fit` stopped") == 1
+    assert (proc.stdout + proc.stderr).count("`Trainer.fit` stopped") == 4
 
     code, stdout, stderr = report(out, capsys)
     assert code == 0, stderr
@@ -588,7 +591,7 @@ def test_grid_killed_mid_cell_resumes_that_cell_and_ends_bit_identical(tmp_path)
 
     import torch
 
-    from alexnet.train import train
+    from alexnet.training.run import train
     from conftest import compose_config
     from tiny_run import PER_EPOCH, TINY
 
@@ -685,13 +688,15 @@ def test_ctrl_c_inside_fit_records_interrupted_and_gives_ctrl_c_back(
     # record "interrupted" and stop the sweep, and the process get its Ctrl-C back.
     import signal
 
-    import alexnet.train
+    import alexnet.training.run
 
-    build = alexnet.train.build_callbacks
-    monkeypatch.setattr(alexnet.train, "build_callbacks", lambda cfg: [*build(cfg), CtrlCAtStep(2)])
+    build = alexnet.training.run.build_callbacks
+    monkeypatch.setattr(
+        alexnet.training.run, "build_callbacks", lambda cfg: [*build(cfg), CtrlCAtStep(2)]
+    )
     job_dir = tmp_path / "job"
     cfg = cfg_factory([*TINY_RUN, "data.num_workers=0"], output_dir=job_dir)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep_job(cfg, alexnet.train.train)
+        run_sweep_job(cfg, alexnet.training.run.train)
     assert read_results(job_dir)["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-import alexnet.train as train_module
-from alexnet.train import train
+import alexnet.training.run as train_module
 from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteLoss
+from alexnet.training.run import train
 from conftest import compose_config
 from tiny_run import TINY, one_thread  # noqa: F401
 

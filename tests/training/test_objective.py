@@ -8,7 +8,7 @@ import math
 
 from omegaconf import OmegaConf
 
-import alexnet.train as train_module
+from alexnet.train import main
 from alexnet.training.multirun import objective
 from conftest import compose_config
 from hydra_plugins.alexnet_launcher.subprocess_launcher import SubprocessLauncher
@@ -43,6 +43,6 @@ def test_the_launcher_returns_objective_if_failed_for_a_failed_job():
 
 def test_the_train_entry_returns_the_optimized_metric(tmp_path):
     overrides = [*TINY, "trainer.max_epochs=1", "optimized_metric=val/best_top1_err"]
-    value = train_module.main(compose_config("train", overrides, tmp_path))
+    value = main(compose_config("train", overrides, tmp_path))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert value == saved["metrics"]["val/best_top1_err"] and 0 <= value <= 1

@@ -21,10 +21,10 @@ import lightning as L
 import pytest
 import torch
 
-import alexnet.train as train_module
+import alexnet.training.run as train_module
 from alexnet.config.entry import build_data
 from alexnet.data.device_loader import DeviceLoader
-from alexnet.train import train
+from alexnet.training.run import train
 from conftest import compose_config
 from tiny_run import EPOCHS, PER_EPOCH, TINY, one_thread  # noqa: F401
 

@@ -39,7 +39,8 @@ from alexnet.bench import inputs, loops
 from alexnet.bench.flops import flops_per_image, mfu, peak_flops
 from alexnet.bench.lrn import bench_lrn
 from alexnet.bench.timer import seconds_per_call
-from alexnet.config.entry import CONF_DIR, one_line_errors
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import one_line_errors
 from alexnet.config.hardware import describe
 from alexnet.models import MODELS
 from alexnet.training import record

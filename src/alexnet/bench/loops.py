@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.bench.timer import seconds_per_call, sync
-from alexnet.config.entry import CONF_DIR, build_callbacks  # a real run's callbacks, not a copy
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import build_callbacks  # a real run's callbacks, not a copy
 from alexnet.models import build_model
 from alexnet.training.module import Classifier
 

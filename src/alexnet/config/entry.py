@@ -24,9 +24,6 @@ from alexnet.training.checkpoints import init_from_checkpoint
 from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteLoss
 
-# Found through the package (alexnet/conf links to the top-level conf/), so an installed wheel runs.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate the data module and read the data now, before any model is built."""
@@ -96,7 +93,6 @@ def one_line_errors() -> Iterator[None]:
 
 
 __all__ = [
-    "CONF_DIR",
     "USER_ERRORS",
     "build_callbacks",
     "build_data",

@@ -12,8 +12,8 @@ augmentation presets applied to one blank image of the data's size, the network 
 dummy parameter. Unknown group choices (`data=imagenett`) and unknown keys (`data.batchsize=1`)
 are refused by Hydra itself, before this runs.
 
-`LogDirCheck` is a Hydra callback (conf: hydra.callbacks) that checks `paths.log_dir` before
-Hydra creates the run directory in it, which would otherwise fail with a traceback.
+`paths.log_dir` is checked earlier, before Hydra creates the run directory in it
+(`alexnet.config.log_dir`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-import os
 import re
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from alexnet.config import ConfigError
+from alexnet.config.log_dir import unwritable
 from alexnet.config.schema import SCHEMAS, unknown_key
 from alexnet.training.checkpoints import CheckpointError, check_checkpoint
 from alexnet.training.multirun import sweep_dir_of_job
@@ -63,29 +62,6 @@ PRECISIONS = {
     "auto",
 }  # auto: alexnet.config.hardware
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message is one line: key, value, problem, fix."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
-
-
-def _unwritable(key: str, folder: Any) -> tuple[str, OSError] | None:
-    """None when ``folder`` (the value of ``key``) can be created and written in; else the
-    one-line complaint and the OSError behind it. Makes the folder, as the run would."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        message = (
-            f"{key}={folder} is not writable ({err.strerror or err}); set LOG_DIR or "
-            f"paths.log_dir to a folder you can write"
-        )
-        return message, err
-    return None
 
 
 def validate_config(cfg: DictConfig, stage: str = "train") -> None:
@@ -235,7 +211,7 @@ class _Checks:
         out = self.get("paths.output_dir", None)
         if out is None:
             return
-        problem = _unwritable("paths.output_dir", out)
+        problem = unwritable("paths.output_dir", out)
         if problem is not None:
             raise ConfigError(problem[0])
 
@@ -349,7 +325,7 @@ class _Checks:
         from alexnet.models import build_model
 
         spec = dict(model)
-        # How to initialise is a training choice, not a network argument (alexnet.train pops it).
+        # How to initialise is a training choice, not a network argument (build_module pops it).
         init_from = spec.pop("init_from", None)
         if init_from is not None:
             try:
@@ -654,42 +630,6 @@ def _classes_on_disk(folder: Path) -> int | None:
     if not train.is_dir():
         return None
     return sum(1 for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-# --------------------------------------------------------------------------------------------
-# Before Hydra makes the run directory
-# --------------------------------------------------------------------------------------------
-
-
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - hydra-core is a dependency
-    _HydraCallback = object
-
-
-class LogDirCheck(_HydraCallback):
-    """Refuse an unwritable `paths.log_dir` with one line, before Hydra tries to create the run
-    directory in it (which fails with a traceback)."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
-
-    @staticmethod
-    def _check(config: DictConfig) -> None:
-        log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
-        if log_dir is None:
-            return
-        problem = _unwritable("paths.log_dir", log_dir)
-        if problem is None:
-            return
-        message, err = problem
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise ConfigError(message) from err
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _shape(output) -> tuple[int, ...]:

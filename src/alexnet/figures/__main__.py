@@ -18,7 +18,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.config.entry import CONF_DIR, build_data, check_ckpt_path, one_line_errors
+from alexnet.config import CONF_DIR
+from alexnet.config.entry import build_data, check_ckpt_path, one_line_errors
 from alexnet.figures.render import FigureSet, RenderOptions, render_figures
 from alexnet.training.module import Classifier
 

@@ -1,5 +1,7 @@
 """The Lightning side of a training run.
 
+- ``run``: one training from a composed config (fit, test the best checkpoint, record), what
+  ``python -m alexnet.train`` runs;
 - ``module``: the LightningModule (loss, top-1/top-5 error, SGD and its schedule);
 - ``record``: ``results.json``, the record a run leaves, with its provenance;
 - ``multirun``: one job of a grid (skipped when done, resumed, never stops the grid);

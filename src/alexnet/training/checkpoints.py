@@ -120,7 +120,7 @@ def check_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any
 # "When training deeper architectures, we initialised the first four convolutional layers and the
 # last three fully-connected layers with the layers of net A (the intermediate layers were
 # initialised randomly)." -- ``model.init_from=path/to/A.ckpt`` in the train config does this
-# (``alexnet.train.build_module`` calls ``init_from_checkpoint``). The paper adds that a
+# (``alexnet.config.entry.build_module`` calls ``init_from_checkpoint``). The paper adds that a
 # Glorot-style random initialisation makes the pre-training unnecessary, and the VGG networks here
 # default to Kaiming initialisation, so this is a reproduction option, not a requirement.
 #

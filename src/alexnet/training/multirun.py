@@ -3,8 +3,8 @@
 A grid is only useful when every cell gets its chance and an interrupted grid can be finished, so
 each job's outcome lives in ``<job dir>/results.json``:
 
-- ``"status": "ok"``: written by ``alexnet.train.train`` when the job finished. Re-running the
-  same sweep skips the job (the launcher does not even start it).
+- ``"status": "ok"``: written by ``alexnet.training.run.train`` when the job finished.
+  Re-running the same sweep skips the job (the launcher does not even start it).
 - ``"status": "failed"``: the job raised, or its process died (``"error"`` says how, in one
   line; the traceback is in the job's ``train.log``). The next run of the sweep tries again.
 - ``"status": "interrupted"``: Ctrl-C; the sweep stops, the next run tries this job again.
