@@ -3,6 +3,7 @@ Triton's CPU interpreter on or off for one test (tests/kernels)."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 from pathlib import Path
@@ -126,3 +127,10 @@ def no_interpret(monkeypatch):
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not klrn._interpreting()
+
+
+def pytest_collection_finish(session):
+    # Collection imported torch, Lightning and every test module: millions of objects that live
+    # as long as this process. Frozen, they are no longer scanned by the full collections that
+    # the tests' own garbage triggers (~10% less CPU in-process, docs/tests.md).
+    gc.freeze()

@@ -19,14 +19,17 @@ atexit.register(gc.freeze)
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
-    """Around an entry point's import of torch and Lightning: the millions of objects they create
-    live until exit, so the cyclic collections that their creation triggers find nothing and
-    cost ~0.5 s of CPU per process (docs/tests.md)."""
+def long_lived_imports() -> Iterator[None]:
+    """Around an entry point's import of torch and Lightning. The millions of objects they create
+    live until exit: the cyclic collections that their creation triggers find nothing (~0.5 s of
+    CPU a process), and every full collection after it would scan them all again. So the
+    collector is off during the import, and what the import made is frozen (`gc.freeze`: moved
+    where the collector never looks) before it is back on (docs/tests.md)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if was_enabled:
             gc.enable()

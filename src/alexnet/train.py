@@ -15,14 +15,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from alexnet import collector_paused
+from alexnet import long_lived_imports
 from alexnet.config import CONF_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> Any:
     """Returns the run's results, or with `optimized_metric` set its value (for sweepers)."""
-    with collector_paused():
+    with long_lived_imports():
         import torch
 
         from alexnet.config.entry import USER_ERRORS, report_user_error
