@@ -15,6 +15,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "callbacks.progress_bar=false",
     "logger.wandb=null",
+    "figures.enabled=false",  # no test here looks at them (tests/training/test_dashboard.py does)
 ]
 
 

@@ -19,8 +19,9 @@ FAST = [
     "data.num_workers=0",
     "trainer.accelerator=cpu",
     "callbacks.progress_bar=false",
-    "compile=false",
-]  # compiling on CPU takes minutes (experiment=cifar10_fast turns it on)
+    "compile=false",  # compiling on CPU takes minutes (experiment=cifar10_fast turns it on)
+    "figures.enabled=false",  # no test here looks at them (tests/training/test_dashboard.py does)
+]
 # Full-size VGG (138M parameters): ~30 s for one step on 2 CPU cores.
 SLOW_EXPERIMENTS = {"vgg_imagenet", "vgg_lrn_imagenet"}
 _EXPERIMENT_FILES = (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml")

@@ -20,7 +20,12 @@ from alexnet.training.module import Classifier
 from alexnet.training.run import train
 from conftest import compose_config
 
-FAST = ["data.num_workers=0", "trainer.accelerator=cpu", "callbacks.progress_bar=false"]
+FAST = [
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=false",
+    "figures.enabled=false",  # no test here looks at them (tests/training/test_dashboard.py does)
+]
 TINY_VGG = ["model=vgg_cifar", "model.width=0.25", "aug=vgg_cifar"]
 
 

@@ -222,6 +222,8 @@ def test_training_on_the_store(cfg_factory, store_root):
             "trainer.accelerator=cpu",
             "callbacks.progress_bar=false",
             f"paths.data_dir={store_root}",
+            # the figures of a store's run: tests/figures/test_render.py (half this test's time)
+            "figures.enabled=false",
         ]
     )
     results = train(cfg)

@@ -35,6 +35,9 @@ TINY = [
     "callbacks.progress_bar=false",
     "test=false",
     "seed=7",
+    # No figure pass at the end: two thirds of such a run's time, and nothing here looks at it
+    # (tests/training/test_dashboard.py tests the figures a run draws)
+    "figures.enabled=false",
 ]
 
 
