@@ -12,14 +12,13 @@ import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from test_parallel_training import make_trainer, overrides
 
 from alexnet.config.entry import build_data, build_module
 from alexnet.parallel.launch import prepare_parallel
 from alexnet.training.module import Classifier
 from alexnet.training.nonfinite import NonFiniteGuard, any_rank
-from dist_helpers import free_port
+from dist_helpers import free_port, start_ranks
 
 BAD_STEP = 2  # not the first: with a fused SGD the first step always takes the host path
 
@@ -79,11 +78,11 @@ def worker(rank: int, port: int, tmp: str) -> None:
     torch.save({"runs": runs, "flags": flags(rank)}, Path(tmp) / f"rank{rank}.pt")
 
 
-# ~25 s on 2 busy cores: two processes, two short DDP trainings each
+# Two processes, two short DDP trainings each
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     tmp = tmp_path_factory.mktemp("ddp_nonfinite")
-    mp.spawn(worker, args=(free_port(), str(tmp)), nprocs=2, join=True)
+    start_ranks(worker, (free_port(), str(tmp)))
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 

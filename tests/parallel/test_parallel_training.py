@@ -21,7 +21,6 @@ import hydra
 import lightning as L
 import pytest
 import torch
-import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
@@ -30,7 +29,7 @@ from alexnet.config.hardware import resolve_auto
 from alexnet.parallel.launch import prepare_parallel
 from alexnet.parallel.towers import grouped_state_dict
 from alexnet.training.module import Classifier
-from dist_helpers import free_port
+from dist_helpers import free_port, start_ranks
 
 STEPS = 3
 GLOBAL_BATCH = 8
@@ -151,12 +150,11 @@ def replay_single_process(cfg, batches: list[tuple[torch.Tensor, torch.Tensor]])
 TRAINERS = ("towers", "ddp")
 
 
-# ~45 s on 2 busy cores: one spawn of two processes that train under both trainers in turn
-# (a spawn each would start four interpreters instead of two)
+# Two processes that train under both trainers in turn (a pair each would start four)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("parallel_training")
-    mp.spawn(worker, args=(free_port(), str(tmp)), nprocs=2, join=True)
+    start_ranks(worker, (free_port(), str(tmp)))
     return tmp
 
 
