@@ -32,9 +32,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 
 def pytest_collection_modifyitems(config, items):
-    """The real-data tests first, the rest in file order. Each takes minutes, as long as a
-    quarter of the suite: started last (`make test`'s workers take the suite in order), one would
-    run alone at the end while the other workers sit idle."""
+    """The real-data tests first, the rest in file order. Each takes minutes: in a run of the
+    whole suite on several workers (which take it in order), one started last would run alone
+    at the end while the other workers sit idle. `make test` leaves them out."""
     items.sort(key=lambda item: item.get_closest_marker("real_data") is None)
 
 
