@@ -46,7 +46,8 @@ def _module_of(path: Path) -> str:
 
 def imports_torch(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`python -X importtime -m alexnet.train ARGS`: its stderr lists every module imported."""
-    helpers = os.pathsep.join([str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")])
+    paths = [str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH", "")]
+    helpers = os.pathsep.join(p for p in paths if p)  # an empty entry would add the cwd
     return subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "alexnet.train", *args],
         capture_output=True,

@@ -2,7 +2,7 @@
 
 The run itself is `alexnet.training.run.train`. This entry imports it, with torch and Lightning,
 only once Hydra has composed a config and calls `main` with it: a config Hydra refuses gets its
-one line in about a second, and the launcher process of a multirun (`-m`), whose jobs run in
+one line in under half a second, and the launcher process of a multirun (`-m`), whose jobs run in
 processes of their own, never imports them (~4 s of CPU each).
 """
 
